@@ -1,0 +1,53 @@
+# gpufleet: the two commands are `make lab` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GPUFLEET_CACHE ?= $(HOME)/.cache/gpufleet
+PULUMI_VERSION := $(shell sed -n 's/^PULUMI_VERSION=//p' scripts/bootstrap)
+export PATH := $(CURDIR)/.venv/bin:$(GPUFLEET_CACHE)/pulumi/$(PULUMI_VERSION)/bin:$(PATH)
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PY_PATHS := src tests bench scripts/pulumi-language-python library stacks
+
+.PHONY: help bootstrap lab lab-down test lint unit integration molecule bench clean
+
+help:
+	@echo "make lab     bootstrap, then bring up the lab (container nodes with emulated BMCs)"
+	@echo "make test    bootstrap, static checks, pytest (unit + system), molecule for every role"
+	@echo "make bench   benchmarks (figures for the notes; nothing is enforced)"
+	@echo "make lint | unit | integration | molecule [ROLE=name]   one tier at a time"
+
+bootstrap:
+	scripts/bootstrap
+
+lab: bootstrap
+	gpufleet lab up
+
+lab-down:
+	gpufleet lab down
+
+test: bootstrap lint unit integration molecule
+
+lint:
+	ruff check $(PY_PATHS)
+	ruff format --check $(PY_PATHS)
+	yamllint --strict .
+	ansible-lint
+	ansible-playbook --syntax-check site.yml
+
+unit:
+	pytest tests/unit
+
+integration:
+	pytest tests/integration
+
+molecule:
+	scripts/molecule-all $(ROLE)
+
+bench:
+	@for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
+
+clean:
+	rm -rf .cache .pytest_cache .ruff_cache

@@ -1,0 +1,250 @@
+"""The address rule: where each interface of each node sits.
+
+The rule (stable by construction, independent of the order of `nodes:`):
+
+1. Every node has an *index*: `index:` when given, otherwise the decimal
+   digits that end its name (`gpu007` -> 7, `lb2` -> 2). Two nodes of the same
+   role may not share an index.
+2. Every network has *pools*: a start offset per role (defaults: head 10,
+   lb 20, monitoring 30, gpu 100). A pool runs up to the next pool's offset;
+   the highest pool runs up to the broadcast address. Offsets below the
+   lowest pool are left for the gateway and the VIPs.
+3. A node's address on a network is `network address + pool offset(role) + index`,
+   e.g. gpu007 on 10.1.0.0/22 with the gpu pool at 100 -> 10.1.0.107. The same
+   rule holds on every fabric rail: NIC r of a node sits in the rail r subnet
+   at the same offset, so rail addresses of one node differ only in the subnet.
+4. A pin overrides the rule for one interface: `addresses.<network>` (or
+   `addresses.fabric[r]`). On the oob network, a BMC URL whose host is an IP
+   address inside the oob subnet is a pin too (the BMC already lives there).
+
+Because an address depends only on the node's own role, index and pins,
+adding, removing or reordering other nodes never renumbers a node. A pin may
+take a slot that a future node's index would compute; validation then reports
+the clash instead of moving anyone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from gpufleet.errors import Problem
+from gpufleet.spec.models import ClusterSpec, Network, Node, Pools, Profile, Role
+
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+def derived_index(name: str) -> int | None:
+    """The index a node gets from its name when `index:` is absent."""
+    match = _TRAILING_DIGITS.search(name)
+    return int(match.group(1)) if match else None
+
+
+def node_index(node: Node) -> int | None:
+    return node.index if node.index is not None else derived_index(node.name)
+
+
+def hostname(node: str, network: str, domain: str) -> str:
+    """Host name of one interface: gpu001.<domain> on the frontend, gpu001-<net>.<domain> else."""
+    if network == "frontend":
+        return f"{node}.{domain}"
+    if network == "oob":
+        return f"{node}-bmc.{domain}"
+    return f"{node}-{network}.{domain}"
+
+
+def pool_bounds(subnet: IPv4Network, pools: Pools) -> dict[Role, tuple[int, int]]:
+    """Offset range [start, end) of each role's pool inside subnet."""
+    ordered = sorted(pools.offsets().items(), key=lambda kv: kv[1])
+    last = subnet.num_addresses - 1  # the broadcast offset
+    bounds: dict[Role, tuple[int, int]] = {}
+    for i, (role, start) in enumerate(ordered):
+        end = ordered[i + 1][1] if i + 1 < len(ordered) else last
+        bounds[role] = (start, min(end, last))
+    return bounds
+
+
+def bmc_url_ip(url: str) -> IPv4Address | None:
+    """The BMC URL's host when it is an IPv4 address (the URL is already validated)."""
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+    if not host[:1].isdigit():
+        return None  # a host name
+    try:
+        return IPv4Address(host)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NetDef:
+    """One subnet that nodes get addresses on."""
+
+    key: str  # oob, frontend, storage, rail0, rail1, ...
+    path: str  # spec path of the subnet
+    cidr: IPv4Network
+    pools: Pools
+    pools_path: str
+    gateway: IPv4Address | None
+    mtu: int
+
+
+def network_defs(spec: ClusterSpec) -> list[NetDef]:
+    nets = spec.networks
+
+    def plain(key: str, net: Network) -> NetDef:
+        p = f"networks.{key}"
+        return NetDef(key, f"{p}.cidr", net.cidr, net.pools, f"{p}.pools", net.gateway, net.mtu)
+
+    out = [plain("oob", nets.oob), plain("frontend", nets.frontend)]
+    if nets.storage is not None:
+        out.append(plain("storage", nets.storage))
+    if nets.fabric is not None:
+        fab = nets.fabric
+        for r, cidr in enumerate(fab.rails):
+            out.append(
+                NetDef(
+                    f"rail{r}",
+                    f"networks.fabric.rails[{r}]",
+                    cidr,
+                    fab.pools,
+                    "networks.fabric.pools",
+                    None,
+                    fab.mtu,
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One interface address of one node."""
+
+    node: str
+    network: str
+    address: IPv4Address
+    cidr: IPv4Network
+    hostname: str
+    pinned: bool
+    path: str  # where in the spec this address came from
+
+
+def node_networks(spec: ClusterSpec, node: Node, profile: Profile) -> list[str]:
+    """Keys of the networks this node has an interface on."""
+    keys = ["oob", "frontend"]
+    storage = spec.networks.storage
+    if storage is not None and node.role in storage.roles:
+        keys.append("storage")
+    fabric = spec.networks.fabric
+    if fabric is not None and profile.fabric_nics > 0:
+        keys.extend(f"rail{r}" for r in range(min(len(fabric.rails), profile.fabric_nics)))
+    return keys
+
+
+def assign(
+    spec: ClusterSpec, profiles: Mapping[int, Profile]
+) -> tuple[dict[str, list[Slot]], list[Problem]]:
+    """Compute every node's addresses; report pins outside subnets and exhausted pools.
+
+    `profiles` maps the position of each node in `spec.nodes` to its resolved
+    profile; nodes missing from it (their profile, name or index is already
+    reported as a problem) are skipped.
+    Duplicate addresses are left to the caller (gpufleet.spec.checks).
+    """
+    problems: list[Problem] = []
+    defs = {d.key: d for d in network_defs(spec)}
+    bounds = {k: pool_bounds(d.cidr, d.pools) for k, d in defs.items()}
+    domain = spec.site.domain
+    out: dict[str, list[Slot]] = {}
+    oob = spec.networks.oob.cidr
+    reported: set[tuple[str, str]] = set()  # one exhaustion line per node and pool set
+
+    for i, node in enumerate(spec.nodes):
+        profile = profiles.get(i)
+        index = node_index(node)
+        if profile is None or index is None:
+            continue
+        base = f"nodes[{i}]"
+        index_path = f"{base}.index" if node.index is not None else f"{base}.name"
+        pins: dict[str, tuple[IPv4Address, str]] = {}
+        a = node.addresses
+        for key in ("oob", "frontend", "storage"):
+            pin = getattr(a, key)
+            if pin is not None:
+                pins[key] = (pin, f"{base}.addresses.{key}")
+        if a.fabric is not None:
+            for r, pin in enumerate(a.fabric):
+                pins[f"rail{r}"] = (pin, f"{base}.addresses.fabric[{r}]")
+        url_ip = bmc_url_ip(node.bmc.url)
+        if url_ip is not None and not url_ip.is_loopback:
+            if url_ip not in oob:
+                problems.append(
+                    Problem(
+                        f"{base}.bmc.url",
+                        f"BMC address {url_ip} of {node.name} is outside the oob network {oob}",
+                        "fix the URL or networks.oob.cidr",
+                    )
+                )
+            elif "oob" in pins and pins["oob"][0] != url_ip:
+                problems.append(
+                    Problem(
+                        f"{base}.bmc.url",
+                        f"URL points at {url_ip} but addresses.oob pins {pins['oob'][0]}",
+                        "make them agree or drop addresses.oob",
+                    )
+                )
+            elif "oob" not in pins:
+                pins["oob"] = (url_ip, f"{base}.bmc.url")
+
+        slots: list[Slot] = []
+        for key in node_networks(spec, node, profile):
+            d = defs[key]
+            name = hostname(node.name, key, domain)
+            if key in pins:
+                addr, path = pins[key]
+                if addr not in d.cidr:
+                    problems.append(
+                        Problem(
+                            path,
+                            f"{addr} is outside {key} {d.cidr}",
+                            f"pick an address in {d.cidr}",
+                        )
+                    )
+                    continue
+                if addr in (d.cidr.network_address, d.cidr.broadcast_address):
+                    problems.append(
+                        Problem(
+                            path,
+                            f"{addr} is the network or broadcast address of {d.cidr}",
+                            "pick a host address",
+                        )
+                    )
+                    continue
+                slots.append(Slot(node.name, key, addr, d.cidr, name, True, path))
+                continue
+            start, end = bounds[key][node.role]
+            offset = start + index
+            if offset >= end:
+                if (index_path, d.pools_path) in reported:
+                    continue
+                reported.add((index_path, d.pools_path))
+                first = d.cidr.network_address + start
+                last = d.cidr.network_address + end - 1
+                problems.append(
+                    Problem(
+                        index_path,
+                        f"index {index} of {node.name} does not fit the {node.role} pool of "
+                        f"{key} {d.cidr} ({first}-{last}, indices 0-{end - start - 1}):"
+                        " pool exhausted",
+                        f"widen {d.path}, move {d.pools_path}.{node.role}, or pin the address",
+                    )
+                )
+                continue
+            slots.append(
+                Slot(
+                    node.name, key, d.cidr.network_address + offset, d.cidr, name, False, index_path
+                )
+            )
+        out[node.name] = slots
+    return out, problems

@@ -1,0 +1,490 @@
+"""The schema of `inventories/<site>/cluster.yaml` (pydantic v2).
+
+Field-level rules live here (types, ranges, formats, unknown keys). Rules that
+need more than one field (duplicates, overlapping subnets, pools, version
+compatibility) live in `gpufleet.spec.checks` so that every problem is reported
+with its own path.
+
+Every model forbids unknown keys: a typo such as `boot_mca` is an error that
+names the closest valid key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+Role = Literal["gpu", "head", "lb", "monitoring"]
+ROLES: tuple[Role, ...] = ("head", "lb", "monitoring", "gpu")
+FabricType = Literal["infiniband", "roce", "ethernet"]
+
+SPEC_VERSION = 1
+
+
+def fail(message: str, hint: str = "") -> PydanticCustomError:
+    """A validation error whose message and fix survive into the Problem line."""
+    return PydanticCustomError("gpufleet", "{message}", {"message": message, "hint": hint})
+
+
+# --- scalar types -----------------------------------------------------------------
+
+
+def _number_as_text(value: Any, what: str, example: str) -> Any:
+    if isinstance(value, bool):
+        raise fail(f"expected {what}, got a boolean", f'quote it: "{example}"')
+    if isinstance(value, float):
+        # YAML reads 12.10 as the float 12.1: a version must be quoted.
+        raise fail(f"{value!r} was read as a number by YAML", f'quote it: "{example}"')
+    return value
+
+
+def _version_text(value: Any) -> Any:
+    value = _number_as_text(value, "a version string", "12.4.1")
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _ipv4_address(value: Any) -> IPv4Address:
+    if isinstance(value, IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise fail(f"expected an IPv4 address, got {value!r}", 'write it as a string: "10.0.0.5"')
+    try:
+        return IPv4Address(value.strip())
+    except ValueError:
+        raise fail(
+            f"{value!r} is not an IPv4 address", 'write four dotted numbers: "10.0.0.5"'
+        ) from None
+
+
+def _ipv4_network(value: Any) -> IPv4Network:
+    if isinstance(value, IPv4Network):
+        return value
+    if not isinstance(value, str) or "/" not in value:
+        raise fail(f"expected an IPv4 subnet in CIDR form, got {value!r}", 'e.g. "10.1.0.0/22"')
+    try:
+        return IPv4Network(value.strip(), strict=True)
+    except ValueError:
+        try:
+            loose = IPv4Network(value.strip(), strict=False)
+        except ValueError:
+            raise fail(f"{value!r} is not an IPv4 subnet", 'e.g. "10.1.0.0/22"') from None
+        raise fail(
+            f"{value!r} has host bits set", f'did you mean "{loose.with_prefixlen}"?'
+        ) from None
+
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _mac(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads 10:00:00:00:00:01 as a base-60 integer.
+        raise fail("the MAC address was read as a number by YAML", 'quote it: "10:70:fd:00:00:01"')
+    if not isinstance(value, str):
+        raise fail(f"expected a MAC address, got {value!r}", 'e.g. "10:70:fd:00:00:01"')
+    mac = value.strip().lower().replace("-", ":")
+    if not _MAC_RE.match(mac):
+        raise fail(f"{value!r} is not a MAC address", 'six hex pairs: "10:70:fd:00:00:01"')
+    if int(mac[:2], 16) & 1:
+        raise fail(f"{value!r} is a multicast MAC", "use the unicast MAC of the boot NIC")
+    return mac
+
+
+_LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _hostname_label(value: Any) -> Any:
+    if isinstance(value, str) and not _LABEL_RE.match(value):
+        raise fail(
+            f"{value!r} is not a valid host name",
+            "lower-case letters, digits and '-', starting with a letter (e.g. gpu001)",
+        )
+    return value
+
+
+def _domain(value: Any) -> Any:
+    if isinstance(value, str) and not _DOMAIN_RE.match(value):
+        raise fail(f"{value!r} is not a DNS domain", "lower-case, dotted: cluster.example.net")
+    return value
+
+
+def _host(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            IPv4Address(value)
+            return value
+        except ValueError:
+            pass
+        if not _DOMAIN_RE.match(value) and not _LABEL_RE.match(value):
+            raise fail(
+                f"{value!r} is neither an IPv4 address nor a host name", "e.g. 0.pool.ntp.org"
+            )
+    return value
+
+
+Version = Annotated[str, BeforeValidator(_version_text)]
+Ipv4 = Annotated[IPv4Address, BeforeValidator(_ipv4_address)]
+Subnet = Annotated[IPv4Network, BeforeValidator(_ipv4_network)]
+Mac = Annotated[str, BeforeValidator(_mac)]
+HostLabel = Annotated[str, BeforeValidator(_hostname_label)]
+Domain = Annotated[str, BeforeValidator(_domain)]
+Host = Annotated[str, BeforeValidator(_host)]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, objects are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- site ---------------------------------------------------------------------------
+
+_SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def _public_key(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if "PRIVATE KEY" in value:
+        raise fail("this is a private key", "put only the public key (the .pub file) in the spec")
+    parts = value.split()
+    if (
+        len(parts) < 2
+        or parts[0] not in _SSH_KEY_TYPES
+        or not re.fullmatch(r"[A-Za-z0-9+/=]+", parts[1])
+    ):
+        raise fail(
+            "not an OpenSSH public key",
+            "paste one line of a .pub file: 'ssh-ed25519 AAAA... comment'",
+        )
+    return value
+
+
+class Ssh(Strict):
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="login user for Ansible")
+    public_keys: list[Annotated[str, BeforeValidator(_public_key)]] = Field(
+        min_length=1, description="OpenSSH public keys allowed to log in as the user"
+    )
+
+
+class Site(Strict):
+    name: HostLabel = Field(description="short site name, e.g. example-ib")
+    domain: Domain = Field(description="DNS domain of every host name, e.g. ib.example.net")
+    ntp_servers: list[Host] = Field(min_length=1, description="NTP servers (names or addresses)")
+    admin_cidrs: list[Subnet] = Field(
+        min_length=1, description="subnets allowed to reach SSH and the BMCs"
+    )
+    ssh: Ssh
+
+
+# --- hardware profiles ------------------------------------------------------------------
+
+
+class Profile(Strict):
+    """What a node model has; the validation and the roles compare hardware against it."""
+
+    description: str = ""
+    gpu_count: int = Field(ge=0, le=16)
+    gpu_model: str | None = None
+    fabric_nics: int = Field(ge=0, le=16, description="compute-fabric NICs, one per rail")
+    fabric_link: FabricType | None = None
+    fabric_link_gbps: int | None = Field(default=None, ge=1)
+    pcie_gen: int | None = Field(default=None, ge=1, le=6)
+    pcie_width: Literal[1, 2, 4, 8, 16] | None = None
+    nvswitch: bool = False
+    fabric_manager: bool = False
+    container: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.fabric_manager and not self.nvswitch:
+            raise fail(
+                "fabric_manager: true needs nvswitch: true",
+                "Fabric Manager only runs on NVSwitch systems",
+            )
+        if self.gpu_count and not self.gpu_model:
+            raise fail("gpu_count > 0 needs gpu_model", "name the model, e.g. H100-SXM5-80GB")
+        if self.fabric_nics and self.fabric_link is None:
+            raise fail("fabric_nics > 0 needs fabric_link", "infiniband, roce or ethernet")
+        return self
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+def _password_ref(value: Any) -> Any:
+    if isinstance(value, str | int):
+        raise fail(
+            "a BMC password must never be written in the spec",
+            "reference it instead: {env: GPUFLEET_BMC_PASSWORD} or {secret: bmc-password}",
+        )
+    return value
+
+
+class PasswordRef(Strict):
+    """Where the BMC password comes from: an environment variable or a named secret."""
+
+    env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PasswordRef:
+        if (self.env is None) == (self.secret is None):
+            raise fail("give exactly one of env or secret", "e.g. {env: GPUFLEET_BMC_PASSWORD}")
+        return self
+
+    def as_dict(self) -> dict[str, str]:
+        return {"env": self.env} if self.env is not None else {"secret": str(self.secret)}
+
+
+PasswordField = Annotated[PasswordRef, BeforeValidator(_password_ref)]
+
+
+def _redfish_url(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise fail(f"{value!r} is not an http(s) URL", "https://10.0.0.11/redfish/v1/Systems/1")
+    if not parts.path.startswith("/redfish/v1/Systems/") or parts.path.rstrip("/").endswith(
+        "/Systems"
+    ):
+        raise fail(
+            f"{value!r} does not name a Redfish system",
+            "point at the ComputerSystem: .../redfish/v1/Systems/<id>",
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise fail(f"{value!r} has an invalid port", "use a port number 1-65535") from None
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        # Redfish over plain http would send the BMC password in clear across the oob network.
+        raise fail(
+            f"{value!r} uses plain http to a remote BMC",
+            "use https (plain http is only for a local emulator on 127.0.0.1)",
+        )
+    return value
+
+
+class Bmc(Strict):
+    url: Annotated[str, BeforeValidator(_redfish_url)] = Field(
+        description="Redfish ComputerSystem URL, e.g. https://10.0.0.11/redfish/v1/Systems/1"
+    )
+    username: str | None = Field(default=None, min_length=1)
+    password: PasswordField | None = None
+    verify_tls: bool = True
+
+
+class BmcDefaults(Strict):
+    username: str | None = Field(default=None, min_length=1)
+    password: PasswordField | None = None
+
+
+class AddressPins(Strict):
+    """Explicit addresses that override the index rule for one node."""
+
+    oob: Ipv4 | None = None
+    frontend: Ipv4 | None = None
+    storage: Ipv4 | None = None
+    fabric: list[Ipv4] | None = Field(default=None, description="one address per rail")
+
+
+class Node(Strict):
+    name: HostLabel = Field(description="host name (without domain), e.g. gpu001")
+    role: Role = Field(description="gpu, head, lb or monitoring")
+    index: int | None = Field(
+        default=None,
+        ge=0,
+        description="slot in the role's address pool (default: digits ending the name)",
+    )
+    profile: str | None = None
+    bmc: Bmc
+    boot_mac: Mac = Field(description="MAC of the NIC the node PXE/HTTP-boots from")
+    rack: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    position: int = Field(ge=1, le=60, description="rack unit (U) of the node's lowest slot")
+    addresses: AddressPins = AddressPins()
+
+
+# --- networks ---------------------------------------------------------------------------
+
+
+class Pools(Strict):
+    """Start offsets of each role's address pool inside a subnet.
+
+    A pool runs from its offset up to the next pool's offset (the highest pool
+    runs up to the broadcast address). Offsets below the lowest pool are free
+    for the gateway and VIPs.
+    """
+
+    head: int = Field(default=10, ge=1)
+    lb: int = Field(default=20, ge=1)
+    monitoring: int = Field(default=30, ge=1)
+    gpu: int = Field(default=100, ge=1)
+
+    def offsets(self) -> dict[Role, int]:
+        return {"head": self.head, "lb": self.lb, "monitoring": self.monitoring, "gpu": self.gpu}
+
+
+def _usable_subnet(net: IPv4Network) -> IPv4Network:
+    if net.prefixlen > 30:
+        raise fail(f"/{net.prefixlen} is too small for a node network", "use /30 or larger")
+    return net
+
+
+class Network(Strict):
+    cidr: Subnet
+    gateway: Ipv4 | None = None
+    mtu: int = Field(default=1500, ge=576, le=9216)
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+    pools: Pools = Pools()
+
+    @model_validator(mode="after")
+    def _size(self) -> Network:
+        _usable_subnet(self.cidr)
+        return self
+
+
+class StorageNetwork(Network):
+    roles: list[Role] = Field(default=["gpu", "head"], min_length=1)
+
+
+class Vip(Strict):
+    name: HostLabel
+    address: Ipv4
+    description: str = ""
+
+
+class FrontendNetwork(Network):
+    vips: list[Vip] = []
+
+
+class Roce(Strict):
+    """Lossless RoCE v2 class of the NCCL traffic.
+
+    The traffic class is the whole IP ToS byte (DSCP << 2 | ECN); NCCL takes it
+    as NCCL_IB_TC (NCCL environment variable docs). NVIDIA's RoCE guides use
+    DSCP 26 on PFC priority 3 with traffic class 106 (= 26 << 2 | ECN 0b10).
+    """
+
+    traffic_class: int = Field(ge=0, le=255)
+    dscp: int = Field(ge=0, le=63)
+    pfc_priority: int = Field(ge=0, le=7)
+    ecn: bool = True
+
+    @model_validator(mode="after")
+    def _tos_carries_dscp(self) -> Roce:
+        if self.traffic_class >> 2 != self.dscp:
+            raise fail(
+                f"traffic_class {self.traffic_class} carries DSCP {self.traffic_class >> 2},"
+                f" not dscp {self.dscp}",
+                f"set traffic_class: {(self.dscp << 2) | 2} (DSCP << 2, ECN-capable)",
+            )
+        return self
+
+
+# IB link MTUs the subnet manager can set (InfiniBand Architecture Spec, MTU enum).
+IB_MTUS = (256, 512, 1024, 2048, 4096)
+
+
+class Fabric(Strict):
+    type: FabricType = Field(description="infiniband, roce or ethernet (lab only)")
+    mtu: int = Field(ge=256, le=9216)
+    rails: list[Subnet] = Field(min_length=1, description="one subnet per rail")
+    pools: Pools = Pools()
+    roce: Roce | None = None
+
+    @model_validator(mode="after")
+    def _per_type(self) -> Fabric:
+        if self.type == "infiniband" and self.mtu not in IB_MTUS:
+            raise fail(
+                f"InfiniBand MTU {self.mtu} is not one of {', '.join(map(str, IB_MTUS))}",
+                "use mtu: 4096 (NDR default)",
+            )
+        if self.type != "infiniband" and self.mtu < 1280:
+            raise fail(f"Ethernet MTU {self.mtu} is below 1280", "use mtu: 9000 for RoCE")
+        if self.type == "roce" and self.roce is None:
+            raise fail(
+                "a RoCE fabric needs its lossless class",
+                "add roce: {traffic_class: 106, dscp: 26, pfc_priority: 3}",
+            )
+        if self.type != "roce" and self.roce is not None:
+            raise fail(f"roce settings given for a {self.type} fabric", "remove the roce block")
+        for rail in self.rails:
+            _usable_subnet(rail)
+        return self
+
+
+class Networks(Strict):
+    oob: Network
+    frontend: FrontendNetwork
+    fabric: Fabric | None = None
+    storage: StorageNetwork | None = None
+
+
+# --- version lock -----------------------------------------------------------------------------
+
+
+class Driver(Strict):
+    branch: Version = Field(pattern=r"^\d{3}$", description='driver branch, e.g. "550"')
+    version: Version = Field(pattern=r"^\d{3}\.\d+(\.\d+)?$", description='e.g. "550.127.05"')
+    open_kernel_modules: bool = True
+
+
+class Versions(Strict):
+    nvidia_driver: Driver
+    fabric_manager: Version | None = Field(default=None, pattern=r"^\d{3}\.\d+(\.\d+)?$")
+    cuda_toolkit: Version = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
+    dcgm: Version = Field(pattern=r"^\d+\.\d+\.\d+$")
+    doca_ofed: Version = Field(pattern=r"^\d+\.\d+\.\d+(-\d+)?$")
+    nccl: Version = Field(
+        pattern=r"^2\.\d+\.\d+-\d+(\+cuda\d+\.\d+)?$", description="e.g. 2.23.4-1"
+    )
+    nccl_tests: Version = Field(pattern=r"^v\d+\.\d+\.\d+$", description="git tag, e.g. v2.13.11")
+    slurm: Version = Field(pattern=r"^\d{2}\.\d{2}\.\d+(-\d+)?$", description="e.g. 24.05.4")
+
+
+# --- the whole spec ------------------------------------------------------------------
+
+
+class Defaults(Strict):
+    profiles: dict[Role, str] = {}
+    bmc: BmcDefaults = BmcDefaults()
+
+
+class ClusterSpec(Strict):
+    spec_version: Literal[1] = Field(description="schema version of this file (1)")
+    site: Site
+    profiles: dict[Annotated[str, BeforeValidator(_hostname_label)], Profile] = {}
+    defaults: Defaults = Defaults()
+    nodes: list[Node] = Field(min_length=1)
+    networks: Networks
+    versions: Versions
+
+    # Accessors for a spec returned by load_spec (defaults applied, all resolved).
+
+    def profile(self, name: str) -> Profile:
+        from gpufleet.spec.profiles import BUILTIN_PROFILES
+
+        return self.profiles.get(name) or BUILTIN_PROFILES[name]
+
+    def node_profile(self, node: Node) -> Profile:
+        return self.profile(node.profile or self.defaults.profiles[node.role])
+
+    def nodes_by_role(self, role: Role) -> list[Node]:
+        return [n for n in self.nodes if n.role == role]

@@ -1,0 +1,1 @@
+"""Verification: judge nccl-tests and burn-in results, localize faults, report."""

@@ -1,0 +1,269 @@
+"""`gpufleet verify ...`: judge nccl-tests logs, write reports, make site baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from gpufleet.errors import Problem, UserError
+from gpufleet.verify.baseline import make_baseline
+from gpufleet.verify.judge import KIND_CHOICES, JudgeOptions, RunJudgement, judge_logs
+from gpufleet.verify.nccl import NcclLog, read_nccl_log
+from gpufleet.verify.report import (
+    Report,
+    burnin_rows_from,
+    pairs_from,
+    verdicts_from,
+    write_report,
+)
+from gpufleet.verify.thresholds import load_thresholds, parse_profile
+from gpufleet.verify.verdict import Status, Verdict, worst
+
+STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+
+verify_app = typer.Typer(
+    name="verify",
+    help="Judge nccl-tests and burn-in results, find the bad node or link, report it.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_LOGS = typer.Argument(..., help="nccl-tests output files (stdout of *_perf, any launcher).")
+_PROFILE = typer.Option(
+    "hgx-h100-8gpu-ib", "--profile", help="Platform and fabric, e.g. hgx-h100-8gpu-roce."
+)
+_KIND = typer.Option(
+    "auto", "--kind", help="auto, 1node, 2node-ring, multinode or nic (auto: from the hosts)."
+)
+_RANKS = typer.Option(None, "--ranks", help="Ranks the job should have (checked).")
+_MAX_BYTES = typer.Option(
+    None, "--max-bytes", help="Largest message size the job ran with -e (checked), in bytes."
+)
+_LABEL = typer.Option(
+    None, "--label", help="What the run was meant to use: nvls, ring (also read from file names)."
+)
+_THRESHOLDS = typer.Option(
+    None, "--thresholds", help="Site thresholds YAML (overrides and packs, e.g. a baseline)."
+)
+_PEERS = typer.Option(
+    False, "--peers", help="The logs are one sweep of one cluster: compare runs with each other."
+)
+
+
+def _options(
+    profile: str, kind: str, ranks: int | None, max_bytes: int | None, labels: list[str] | None
+) -> JudgeOptions:
+    if kind not in KIND_CHOICES:
+        raise UserError([Problem("--kind", f"unknown kind {kind!r}", ", ".join(KIND_CHOICES))])
+    parse_profile(profile)
+    return JudgeOptions(
+        profile=profile,
+        kind=kind,
+        expected_ranks=ranks,
+        expected_max_bytes=max_bytes,
+        labels=frozenset(label.lower() for label in labels or []),
+    )
+
+
+def _read_logs(paths: list[Path]) -> list[NcclLog]:
+    logs: list[NcclLog] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            logs.append(read_nccl_log(str(path)))
+        except UserError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise UserError(problems, title="unreadable nccl-tests output")
+    return logs
+
+
+def _judge(
+    paths: list[Path], options: JudgeOptions, thresholds: Path | None, peers: bool
+) -> list[RunJudgement]:
+    logs = _read_logs(paths)
+    return judge_logs(logs, load_thresholds(thresholds), options, peers=peers)
+
+
+def _print_verdicts(verdicts: list[Verdict]) -> None:
+    console = Console()
+    table = Table(show_lines=True, title="gpufleet verify")
+    table.add_column("status", no_wrap=True)
+    table.add_column("subject", overflow="fold", max_width=48)
+    table.add_column("why", overflow="fold")
+    for v in verdicts:
+        table.add_row(
+            f"[{STYLE[v.status.value]}]{v.status.value.upper()}[/]",
+            v.subject,
+            "\n".join(f"- {r}" for r in v.reasons),
+        )
+    console.print(table)
+    overall = worst([v.status for v in verdicts])
+    console.print(f"overall: [{STYLE[overall.value]}]{overall.value.upper()}[/]")
+
+
+def _exit_for(verdicts: list[Verdict]) -> None:
+    if any(v.status is Status.FAIL for v in verdicts):
+        raise typer.Exit(1)
+
+
+@verify_app.command("nccl")
+def nccl_cmd(
+    logs: list[Path] = _LOGS,
+    profile: str = _PROFILE,
+    kind: str = _KIND,
+    ranks: int | None = _RANKS,
+    max_bytes: int | None = _MAX_BYTES,
+    label: list[str] | None = _LABEL,
+    thresholds: Path | None = _THRESHOLDS,
+    peers: bool = _PEERS,
+    as_json: bool = typer.Option(False, "--json", help="Print verdicts as JSON."),
+) -> None:
+    """Judge nccl-tests logs: pass/warn/fail per run with the reason. Exit 1 on any fail."""
+    options = _options(profile, kind, ranks, max_bytes, label)
+    judgements = _judge(logs, options, thresholds, peers)
+    verdicts = [j.verdict for j in judgements]
+    if as_json:
+        typer.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    else:
+        _print_verdicts(verdicts)
+    _exit_for(verdicts)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(
+            [Problem(str(path), f"cannot read: {err.strerror}", "check the path")]
+        ) from None
+    except json.JSONDecodeError as err:
+        raise UserError([Problem(str(path), f"not JSON: {err}", "fix the file")]) from None
+
+
+_REPORT_OUT = typer.Option(
+    ..., "--out", help="Folder for report.html, report.json, junit.xml, gpufleet_verify.prom."
+)
+_REPORT_LOGS = typer.Argument(None, help="nccl-tests logs to judge and plot.")
+_BURNIN = typer.Option(
+    None, "--burnin", help="JSON burn-in rows: [{node, gpu, tflops, hbm_gbps, status}]."
+)
+_VERDICTS = typer.Option(
+    None, "--verdicts", help="JSON verdicts from other checks (burn-in, isolation)."
+)
+_PAIRS = typer.Option(None, "--pairs", help="JSON node pairs: [{a, b, busbw_gbps, status}].")
+_ISOLATION = typer.Option(None, "--isolation", help="Text file: fault-isolation summary.")
+_TITLE = typer.Option("gpufleet verification report", "--title", help="Report title.")
+_BASELINE_OUT = typer.Option(..., "--out", help="Site thresholds YAML to write.")
+_MARGIN = typer.Option(0.10, "--margin", help="Fail floor = measured x (1 - margin).")
+
+
+@verify_app.command("report")
+def report_cmd(
+    out: Path = _REPORT_OUT,
+    logs: list[Path] | None = _REPORT_LOGS,
+    burnin: list[Path] | None = _BURNIN,
+    verdicts_file: list[Path] | None = _VERDICTS,
+    pairs_file: Path | None = _PAIRS,
+    isolation: Path | None = _ISOLATION,
+    title: str = _TITLE,
+    profile: str = _PROFILE,
+    kind: str = _KIND,
+    ranks: int | None = _RANKS,
+    max_bytes: int | None = _MAX_BYTES,
+    label: list[str] | None = _LABEL,
+    thresholds: Path | None = _THRESHOLDS,
+    peers: bool = _PEERS,
+) -> None:
+    """Write the HTML/JSON/JUnit/Prometheus report. Exit 1 when any verdict fails."""
+    options = _options(profile, kind, ranks, max_bytes, label)
+    judgements = _judge(list(logs or []), options, thresholds, peers) if logs else []
+    report = Report.from_judgements(judgements, title=title)
+    for path in verdicts_file or []:
+        report.verdicts.extend(verdicts_from(_load_json(path), str(path)))
+    for path in burnin or []:
+        report.burnin.extend(burnin_rows_from(_load_json(path), str(path)))
+    if pairs_file is not None:
+        values, statuses = pairs_from(_load_json(pairs_file), str(pairs_file))
+        report.pairs.update(values)
+        report.pair_status.update(statuses)
+    if isolation is not None:
+        try:
+            report.isolation_summary = isolation.read_text(encoding="utf-8")
+        except OSError as err:
+            raise UserError([Problem(str(isolation), f"cannot read: {err.strerror}", "")]) from None
+    if not report.all_verdicts() and not report.burnin and not report.pairs:
+        raise UserError(
+            [Problem("report", "no inputs", "pass logs, --burnin, --verdicts or --pairs")]
+        )
+    floors = _burnin_floors(thresholds, profile)
+    files = write_report(report, out, burnin_floors=floors)
+    console = Console()
+    for key, path in files.items():
+        console.print(f"{key:10} {path}")
+    status = report.status
+    console.print(f"overall: [{STYLE[status.value]}]{status.value.upper()}[/]")
+    _exit_for(report.all_verdicts())
+
+
+def _burnin_floors(thresholds: Path | None, profile: str) -> dict[str, dict[str, float]]:
+    pack = load_thresholds(thresholds).burnin_pack(parse_profile(profile)[0])
+    if pack is None:
+        return {}
+    floors: dict[str, dict[str, float]] = {}
+    for key, rule in (("tflops", pack.gemm_tflops), ("hbm_gbps", pack.hbm_gbps)):
+        floors[key] = {
+            name: fig.value
+            for name, fig in (("warn", rule.warn_below), ("fail", rule.fail_below))
+            if fig is not None
+        }
+    return floors
+
+
+@verify_app.command("baseline")
+def baseline_cmd(
+    logs: list[Path] = _LOGS,
+    out: Path = _BASELINE_OUT,
+    margin: float = _MARGIN,
+    profile: str = _PROFILE,
+    kind: str = _KIND,
+) -> None:
+    """Write site thresholds from a first healthy run (floor = measured x (1 - margin))."""
+    options = _options(profile, kind, None, None, None)
+    thresholds = load_thresholds()
+    judgements = judge_logs(_read_logs(logs), thresholds, options)
+    document = make_baseline(judgements, thresholds, profile, margin)
+    header = (
+        "# Site thresholds generated by `gpufleet verify baseline` from:\n"
+        + "".join(f"#   {p}\n" for p in logs)
+        + "# Review before use: a baseline is only as good as the run it was taken from.\n"
+    )
+    try:
+        out.write_text(
+            header + yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8"
+        )
+    except OSError as err:
+        raise UserError([Problem(str(out), f"cannot write: {err.strerror}", "")]) from None
+    console = Console()
+    for pack in document["packs"]:
+        busbw = pack["busbw"]
+        console.print(
+            f"{pack['name']}: measured {busbw['expected']['value']} GB/s, "
+            f"warn below {busbw['warn_below']['value']}, fail below {busbw['fail_below']['value']}"
+        )
+    console.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    from gpufleet.verify.burnin_cli import register_burnin
+    from gpufleet.verify.isolation_cli import register_isolation
+
+    register_burnin(verify_app)
+    register_isolation(verify_app)
+    app.add_typer(verify_app, name="verify")

@@ -1,0 +1,55 @@
+"""The address rule on the example sites (see gpufleet.spec.addressing)."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import yaml
+
+from gpufleet.plan import build_plan
+from gpufleet.spec import load_spec, validate_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_node_addresses_follow_pool_plus_index() -> None:
+    plan = build_plan(load_spec(ROOT / "inventories/example-ib"))
+    gpu7 = plan.node("gpu007")
+    assert gpu7.frontend.address == IPv4Address("10.1.0.107")
+    assert gpu7.frontend.hostname == "gpu007.ib.example.net"
+    assert gpu7.oob.address == IPv4Address("10.0.0.107")
+    assert gpu7.oob.pinned  # taken from the BMC URL
+    assert gpu7.on("storage") is not None
+    assert [str(r.address) for r in gpu7.rails] == [f"10.{10 + r}.0.107" for r in range(8)]
+    assert [r.hostname for r in gpu7.rails][3] == "gpu007-rail3.ib.example.net"
+    head = plan.node("head02")
+    assert head.frontend.address == IPv4Address("10.1.0.12")
+    assert head.rails == ()  # cpu-server: not on the fabric
+
+
+def test_vips_and_subnets_are_in_the_plan() -> None:
+    plan = build_plan(load_spec(ROOT / "inventories/example-ib"))
+    assert [(v.name, str(v.address)) for v in plan.vips] == [("inference", "10.1.0.5")]
+    names = [s.name for s in plan.subnets]
+    assert names == ["oob", "frontend", "storage", *[f"rail{r}" for r in range(8)]]
+    frontend = plan.subnets[1]
+    pools = {role: (str(a), str(b)) for role, a, b in frontend.pools}
+    assert pools["gpu"] == ("10.1.0.100", "10.1.3.254")
+    assert pools["head"] == ("10.1.0.10", "10.1.0.19")
+
+
+def test_plan_json_round_trips() -> None:
+    plan = build_plan(load_spec(ROOT / "inventories/lab"))
+    data = json.loads(json.dumps(plan.to_dict()))
+    gpu1 = next(n for n in data["nodes"] if n["name"] == "gpu1")
+    assert gpu1["interfaces"]["rail1"]["address"] == "198.18.11.101"
+
+
+def test_explicit_index_beats_the_name() -> None:
+    data = yaml.safe_load((ROOT / "tests/data/specs/minimal-ib.yaml").read_text())
+    data["nodes"][4]["index"] = 42
+    plan = build_plan(validate_data(data))
+    assert plan.node("gpu002").frontend.address == IPv4Address("10.1.0.142")
+    assert plan.node("gpu001").frontend.address == IPv4Address("10.1.0.101")
