@@ -24,6 +24,7 @@ bootstrap:
 
 lab: bootstrap
 	gpufleet lab up
+	gpufleet lab converge
 
 lab-down:
 	gpufleet lab down

@@ -19,6 +19,7 @@ from gpufleet.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     "gpufleet.spec.cli",
     "gpufleet.verify.cli",
+    "gpufleet.lab.cli",
 )
 
 _DEBUG = {"on": False}

@@ -1,0 +1,1 @@
+"""The lab: the whole product on one machine, against podman container nodes."""

@@ -1,0 +1,62 @@
+"""`gpufleet lab up | status | down | converge`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpufleet.lab import core
+
+lab_app = typer.Typer(help="The lab: container nodes with emulated BMCs on this machine.")
+SITE = typer.Option(Path("inventories/lab"), "--site", help="lab site directory or cluster.yaml")
+
+
+@lab_app.command("up")
+def up_cmd(site: Path = SITE) -> None:
+    """Create networks and nodes, start the BMC emulator, power on through Redfish."""
+    console = Console()
+    core.up(site, say=lambda m: console.print(f"[bold]lab:[/] {m}"))
+
+
+@lab_app.command("status")
+def status_cmd(site: Path = SITE, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Nodes, power state, addresses, BMCs and the last runs."""
+    info = core.status(site)
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"{info['lab']} (BMC emulator {info['bmc_emulator']})")
+    for col in ("node", "role", "power", "frontend", "rails", "bmc"):
+        table.add_column(col)
+    for row in info["nodes"]:
+        table.add_row(row["node"], row["role"], row["power"], row["frontend"],
+                      " ".join(row["rails"]), row["bmc"])  # fmt: skip
+    console = Console()
+    console.print(table)
+    for what, run in sorted(info["last_runs"].items()):
+        details = ", ".join(f"{k}={v}" for k, v in sorted(run.items()) if k != "at")
+        console.print(f"last {what}: {run['at']} ({details})")
+
+
+@lab_app.command("down")
+def down_cmd(site: Path = SITE) -> None:
+    """Remove every container, network and emulator process the lab created."""
+    console = Console()
+    core.down(site, say=lambda m: console.print(f"[bold]lab:[/] {m}"))
+
+
+@lab_app.command("converge")
+def converge_cmd(site: Path = SITE) -> None:
+    """Run site.yml against the lab and print the summary table."""
+    from gpufleet.lab.converge import converge
+
+    if not converge(site):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")

@@ -1,0 +1,67 @@
+"""Run site.yml against the lab through ansible-runner and summarise it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gpufleet.lab import core
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def converge(site: str | Path, playbook: str = "site.yml", console: Console | None = None) -> bool:
+    import ansible_runner
+
+    console = console or Console()
+    lab, _spec, plan = core.open_lab(site)
+    inventory = lab.site_dir.resolve() / "hosts.yml"
+    roles: dict[str, set[str]] = defaultdict(set)
+
+    def on_event(event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_ok" and data.get("role") and data.get("host"):
+            roles[data["host"]].add(data["role"])
+        return True
+
+    with tempfile.TemporaryDirectory(prefix="gpufleet-runner-") as tmp:
+        result = ansible_runner.run(
+            private_data_dir=tmp,
+            project_dir=str(REPO),
+            playbook=str(REPO / playbook),
+            inventory=str(inventory),
+            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": os.environ["PATH"]},
+            event_handler=on_event,
+            quiet=False,
+        )
+        stats = result.stats or {}
+        rc = result.rc
+    table = Table(title=f"{lab.name}: ansible-playbook {playbook}")
+    for col in ("node", "roles applied", "ok", "changed", "failed", "unreachable"):
+        table.add_column(col)
+    failed_total = 0
+    changed_total = 0
+    for node in plan.nodes:
+        h = node.name
+        failed = stats.get("failures", {}).get(h, 0) + stats.get("dark", {}).get(h, 0)
+        failed_total += failed
+        changed_total += stats.get("changed", {}).get(h, 0)
+        table.add_row(
+            h, ", ".join(sorted(roles[h])) or "-", str(stats.get("ok", {}).get(h, 0)),
+            str(stats.get("changed", {}).get(h, 0)), str(stats.get("failures", {}).get(h, 0)),
+            str(stats.get("dark", {}).get(h, 0)),
+        )  # fmt: skip
+    console.print(table)
+    ok = rc == 0 and failed_total == 0
+    verdict = "PASSED" if ok else "FAILED"
+    note = "no changes (idempotent)" if changed_total == 0 else f"{changed_total} changes"
+    console.print(f"site.yml {verdict}: {len(plan.nodes)} nodes, {note}")
+    core.record_run(site, "converge", {"result": verdict.lower(), "changed": changed_total,
+                                       "failed": failed_total})  # fmt: skip
+    return ok

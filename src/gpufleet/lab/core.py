@@ -1,0 +1,395 @@
+"""Bring the lab up, show it, take it down.
+
+The lab turns `inventories/<site>/cluster.yaml` (profile `lab`) into
+privileged systemd containers from the node image, on podman networks built
+from the address plan, each with a Redfish BMC served by `gpufleet.lab.bmc`.
+Nodes are created powered off and powered on through their BMC, then
+"installed" the way an OS installer would: the operator user with the lab's
+own SSH key and sudo. Everything the lab creates carries the label
+`io.gpufleet.lab=<lab>` or lives in its state directory, so `down` removes
+exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from gpufleet.errors import Problem, UserError
+from gpufleet.inventory import render_inventory, write_inventory
+from gpufleet.lab import podman as pm
+from gpufleet.plan import AddressPlan, build_plan
+from gpufleet.spec import load_spec
+from gpufleet.spec.loader import resolve_spec_path
+
+NODE_IMAGE = "localhost/gpufleet-node:bookworm"
+CONNECTION_FILE = Path("group_vars") / "all" / "lab-connection.yml"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Names and paths of one lab, derived from its site directory."""
+
+    site_dir: Path
+    site: str
+    state_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"gpufleet-{self.site}"
+
+    def container(self, node: str) -> str:
+        return f"{self.name}-{node}"
+
+    def network(self, net: str) -> str:
+        return f"{self.name}-{net}"
+
+    @property
+    def key(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def bmc_password_file(self) -> Path:
+        return self.state_dir / "bmc-password"
+
+
+def open_lab(site: str | Path) -> tuple[Lab, Any, AddressPlan]:
+    spec = load_spec(site)
+    site_dir = resolve_spec_path(site).parent
+    problems = [
+        Problem(f"nodes[{i}].profile", f"'{profile}' is not the lab profile", "use profile: lab")
+        for i, n in enumerate(spec.nodes)
+        if (profile := n.profile or spec.defaults.profiles[n.role]) != "lab"
+    ]
+    if problems:
+        title = f"{site_dir}: not a lab site (container nodes need profile lab)"
+        raise UserError(problems, title=title)
+    repo_cache = Path(os.environ.get("GPUFLEET_LAB_STATE", Path.cwd() / ".cache" / "lab"))
+    lab = Lab(site_dir=site_dir, site=spec.site.name, state_dir=repo_cache / spec.site.name)
+    return lab, spec, build_plan(spec)
+
+
+# --- BMC emulator -----------------------------------------------------------
+
+
+def _bmc_endpoint(spec: Any) -> tuple[str, int]:
+    urls = {(urlparse(n.bmc.url).hostname, urlparse(n.bmc.url).port or 80) for n in spec.nodes}
+    if len(urls) != 1:
+        raise UserError("lab nodes must share one BMC emulator (same host and port in bmc.url)")
+    host, port = urls.pop()
+    if host not in ("127.0.0.1", "localhost"):
+        raise UserError(f"lab BMC URLs must point at 127.0.0.1, not {host}")
+    return "127.0.0.1", port
+
+
+def _bmc_alive(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1/Systems", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def bmc_password(lab: Lab) -> str:
+    """The lab's BMC password: from the environment variable the spec names, else generated."""
+    env = os.environ.get("GPUFLEET_LAB_BMC_PASSWORD")
+    if env:
+        return env
+    if not lab.bmc_password_file.exists():
+        lab.bmc_password_file.write_text(secrets.token_urlsafe(18))
+        lab.bmc_password_file.chmod(0o600)
+    return lab.bmc_password_file.read_text().strip()
+
+
+def start_bmc(lab: Lab, spec: Any, plan: AddressPlan, say: Say) -> int:
+    host, port = _bmc_endpoint(spec)
+    nodes = {n.name: {"mac": str(n.boot_mac), "memory_gib": 4, "cpus": 2} for n in spec.nodes}
+    (lab.state_dir / "bmc-nodes.json").write_text(json.dumps(nodes, indent=2, sort_keys=True))
+    if _bmc_alive(port):
+        say(f"BMC emulator already serving on {host}:{port}")
+        return port
+    log = open(lab.state_dir / "bmc.log", "ab")  # noqa: SIM115 (the daemon keeps it)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpufleet.lab.bmc", "--lab", lab.name,
+         "--state-dir", str(lab.state_dir), "--host", host, "--port", str(port)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    (lab.state_dir / "bmc.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 30
+    while not _bmc_alive(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (lab.state_dir / "bmc.log").read_text()[-2000:]
+            raise UserError(f"the lab BMC emulator did not start on {host}:{port}:\n{tail}")
+        time.sleep(0.3)
+    say(f"BMC emulator (sushy-tools, podman driver) serving on http://{host}:{port}")
+    return port
+
+
+def stop_bmc(lab: Lab, say: Say) -> None:
+    pid_file = lab.state_dir / "bmc.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pid_file.unlink()
+    say(f"stopped BMC emulator (pid {pid})")
+
+
+def redfish_power(spec: Any, lab: Lab, node: str, action: str) -> None:
+    """Press the node's power button through its BMC (a real Redfish client)."""
+    import sushy
+
+    url = next(n.bmc.url for n in spec.nodes if n.name == node)
+    root = url.split("/redfish/v1/")[0] + "/redfish/v1"
+    spec_node = next(n for n in spec.nodes if n.name == node)
+    username = spec_node.bmc.username or spec.defaults.bmc.username
+    conn = sushy.Sushy(root, username=username, password=bmc_password(lab))
+    system = conn.get_system(urlparse(url).path)
+    system.reset_system(sushy.ResetType(action))
+
+
+# --- up ----------------------------------------------------------------------
+
+
+def _ensure_key(lab: Lab, say: Say) -> str:
+    if not lab.key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}-operator",
+             "-f", str(lab.key)],
+            check=True,
+        )  # fmt: skip
+        say(f"generated the lab's SSH key pair {lab.key}")
+    return lab.key.with_suffix(".pub").read_text().strip()
+
+
+def _ensure_networks(lab: Lab, plan: AddressPlan, say: Say) -> None:
+    for subnet in plan.subnets:
+        name = lab.network(subnet.name)
+        if pm.network_exists(name):
+            continue
+        args = ["network", "create", "--label", f"{pm.LABEL}={lab.name}",
+                "--subnet", str(subnet.cidr)]  # fmt: skip
+        if subnet.gateway:
+            args += ["--gateway", str(subnet.gateway)]
+        if subnet.mtu and subnet.mtu != 1500:
+            args += ["--opt", f"mtu={subnet.mtu}"]
+        try:
+            pm.podman(*args, name)
+        except pm.PodmanError as err:
+            raise UserError(
+                f"cannot create network {name} ({subnet.cidr}): {err}. Another podman network "
+                "may use that subnet: `podman network ls`"
+            ) from err
+        say(f"network {name} {subnet.cidr}")
+
+
+def _networks_of(node: Any) -> list[Any]:
+    """Frontend first (eth0, the boot NIC), then rails, storage; oob for management nodes."""
+    order = {"frontend": 0, "storage": 2, "oob": 3}
+    managers = ("head", "monitoring")
+    ifaces = [i for i in node.interfaces if i.network != "oob" or node.role in managers]
+    return sorted(ifaces, key=lambda i: (order.get(i.network, 1), i.network))
+
+
+def _create_node(lab: Lab, spec_node: Any, node: Any, say: Say) -> None:
+    name = lab.container(node.name)
+    if pm.container_exists(name):
+        return
+    args = ["create", "--name", name, "--hostname", node.name, "--privileged",
+            "--systemd=always", "--no-hosts", "--label", f"{pm.LABEL}={lab.name}",
+            "--label", f"io.gpufleet.node={node.name}"]  # fmt: skip
+    for n, iface in enumerate(_networks_of(node)):
+        opts = f"ip={iface.address},interface_name=eth{n}"
+        if iface.network == "frontend":
+            opts += f",mac={spec_node.boot_mac}"
+        args += ["--network", f"{lab.network(iface.network)}:{opts}"]
+    pm.podman(*args, NODE_IMAGE)
+    say(f"node {node.name}: container {name} created (powered off)")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise UserError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _port_open(address: str, port: int = 22) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1) as sock:
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _install(lab: Lab, node: Any, user: str, pubkey: str) -> None:
+    """What an OS installer does: the operator account, its key, sudo."""
+    name = lab.container(node.name)
+    _wait(
+        lambda: (
+            pm.exec_in(name, "systemctl", "is-system-running", check=False).stdout.strip()
+            in ("running", "degraded")
+        ),
+        90,
+        f"{node.name} to boot",
+    )
+    script = (
+        f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
+        f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh; "
+        f"printf '%s\\n' '{pubkey}' > /home/{user}/.ssh/authorized_keys; "
+        f"chown {user}:{user} /home/{user}/.ssh/authorized_keys; "
+        f"chmod 0600 /home/{user}/.ssh/authorized_keys; "
+        f"printf '%s\\n' '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/90-{user}; "
+        f"chmod 0440 /etc/sudoers.d/90-{user}"
+    )
+    pm.exec_in(name, "sh", "-c", script)
+
+
+def _host_keys(lab: Lab, plan: AddressPlan) -> str:
+    lines = []
+    for node in plan.nodes:
+        key = pm.exec_in(lab.container(node.name), "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+        keytype, blob = key.stdout.split()[:2]
+        lines.append(f"{node.frontend.address},{node.name} {keytype} {blob}")
+    return "\n".join(lines) + "\n"
+
+
+def connection_vars(lab: Lab, pubkey: str) -> str:
+    return (
+        "# Written by `gpufleet lab up`: how Ansible reaches the lab's container nodes.\n"
+        "# Not generated from cluster.yaml and not committed (see .gitignore).\n"
+        f"ansible_ssh_private_key_file: {lab.key}\n"
+        f"ansible_ssh_common_args: -o UserKnownHostsFile={lab.known_hosts} "
+        "-o StrictHostKeyChecking=yes\n"
+        "# The lab's operator key replaces the example key of cluster.yaml.\n"
+        f"gpufleet_ssh_public_keys:\n  - {pubkey}\n"
+    )
+
+
+def ssh(
+    lab: Lab, user: str, address: str, *cmd: str, key: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command on a lab node over real SSH, as an operator would."""
+    return subprocess.run(
+        ["ssh", "-i", str(key or lab.key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "ConnectTimeout=5", f"{user}@{address}", *cmd],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def up(site: str | Path, say: Say = print) -> dict[str, Any]:
+    lab, spec, plan = open_lab(site)
+    if not pm.image_exists(NODE_IMAGE):
+        raise UserError(f"the node image {NODE_IMAGE} is missing: run scripts/bootstrap image")
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    pubkey = _ensure_key(lab, say)
+    _ensure_networks(lab, plan, say)
+    spec_nodes = {n.name: n for n in spec.nodes}
+    for node in plan.nodes:
+        _create_node(lab, spec_nodes[node.name], node, say)
+    start_bmc(lab, spec, plan, say)
+    for node in plan.nodes:
+        if not pm.is_running(lab.container(node.name)):
+            redfish_power(spec, lab, node.name, "On")
+            say(f"node {node.name}: powered on through its BMC")
+    user = spec.site.ssh.user
+    for node in plan.nodes:
+        _install(lab, node, user, pubkey)
+    lab.known_hosts.write_text(_host_keys(lab, plan))
+    write_inventory(lab.site_dir, render_inventory(spec, plan))
+    (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
+    for node in plan.nodes:
+        address = str(node.frontend.address)
+        _wait(lambda a=address: _port_open(a), 60, f"sshd on {node.name} ({address})")
+        result = ssh(lab, user, address, "true")
+        if result.returncode != 0:
+            raise UserError(f"{node.name}: SSH with the lab key failed: {result.stderr.strip()}")
+    summary = {"nodes": len(plan.nodes), "seconds": round(time.monotonic() - start, 1)}
+    _record(lab, "up", summary)
+    say(f"lab {lab.name}: {len(plan.nodes)} nodes up, SSH checked with the lab key "
+        f"({summary['seconds']} s); inventory in {lab.site_dir}")  # fmt: skip
+    return summary
+
+
+def _record(lab: Lab, what: str, data: dict[str, Any]) -> None:
+    path = lab.state_dir / "runs.json"
+    runs = json.loads(path.read_text()) if path.exists() else {}
+    runs[what] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), **data}
+    path.write_text(json.dumps(runs, indent=2, sort_keys=True))
+
+
+def record_run(site: str | Path, what: str, data: dict[str, Any]) -> None:
+    lab, _, _ = open_lab(site)
+    _record(lab, what, data)
+
+
+def status(site: str | Path) -> dict[str, Any]:
+    lab, spec, plan = open_lab(site)
+    port = _bmc_endpoint(spec)[1]
+    rows = []
+    for node in plan.nodes:
+        name = lab.container(node.name)
+        exists = pm.container_exists(name)
+        rows.append({
+            "node": node.name,
+            "role": str(getattr(node.role, "value", node.role)),
+            "container": name if exists else None,
+            "power": ("On" if pm.is_running(name) else "Off") if exists else "absent",
+            "frontend": str(node.frontend.address),
+            "rails": [str(r.address) for r in node.rails],
+            "bmc": next(n.bmc.url for n in spec.nodes if n.name == node.name),
+        })  # fmt: skip
+    runs_file = lab.state_dir / "runs.json"
+    return {
+        "lab": lab.name,
+        "bmc_emulator": "up" if _bmc_alive(port) else "down",
+        "nodes": rows,
+        "networks": pm.labelled("network", lab.name),
+        "last_runs": json.loads(runs_file.read_text()) if runs_file.exists() else {},
+    }
+
+
+def down(site: str | Path, say: Say = print) -> None:
+    lab, _, _ = open_lab(site)
+    stop_bmc(lab, say)
+    for name in pm.labelled("container", lab.name):
+        pm.podman("rm", "-f", "-t", "0", name)
+        say(f"removed container {name}")
+    for name in pm.labelled("network", lab.name):
+        pm.podman("network", "rm", name)
+        say(f"removed network {name}")
+    conn = lab.site_dir / CONNECTION_FILE
+    if conn.exists():
+        conn.unlink()
+    if lab.state_dir.exists():
+        for child in sorted(lab.state_dir.iterdir()):
+            child.unlink()
+        lab.state_dir.rmdir()
+        say(f"removed {lab.state_dir}")

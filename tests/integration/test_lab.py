@@ -1,0 +1,190 @@
+"""A small lab end to end, checked from outside: SSH, Redfish power, inventory, teardown.
+
+Uses its own site (1 head, 2 gpu) in 198.19.0.0/16 and its own BMC port, so it
+never touches a running `make lab`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sushy
+import yaml
+
+from gpufleet.lab import core
+from gpufleet.lab import podman as pm
+from gpufleet.plan import build_plan
+from gpufleet.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "lab-test-bmc-password"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _small_site(tmp: Path, port: int) -> Path:
+    data = yaml.safe_load((REPO / "inventories/lab/cluster.yaml").read_text())
+    data["site"]["name"] = "labtest"
+    data["site"]["domain"] = "labtest.gpufleet.test"
+    data["site"]["ntp_servers"] = ["198.19.1.1"]
+    data["networks"]["oob"] = {"cidr": "198.19.0.0/24", "gateway": "198.19.0.1"}
+    # No lb pair in the small lab, so no VIPs.
+    data["networks"]["frontend"] = {"cidr": "198.19.1.0/24", "gateway": "198.19.1.1"}
+    data["networks"]["fabric"]["rails"] = ["198.19.10.0/24", "198.19.11.0/24"]
+    keep = [n for n in data["nodes"] if n["name"] in ("head1", "gpu1", "gpu2")]
+    for n in keep:
+        n["bmc"]["url"] = f"http://127.0.0.1:{port}/redfish/v1/Systems/{n['name']}"
+    data["nodes"] = keep
+    site = tmp / "labtest"
+    site.mkdir()
+    (site / "cluster.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return site
+
+
+def _podman_lists() -> tuple[set[str], set[str]]:
+    ps = pm.podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    nets = pm.podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    return set(ps), set(nets)
+
+
+def _gpufleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / ".venv/bin/gpufleet"), *args],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab_site(tmp_path_factory, podman):
+    tmp = tmp_path_factory.mktemp("lab")
+    port = _free_port()
+    site = _small_site(tmp, port)
+    env = {**os.environ, "GPUFLEET_LAB_BMC_PASSWORD": PASSWORD,
+           "GPUFLEET_LAB_STATE": str(tmp / "state")}  # fmt: skip
+    before = _podman_lists()
+    up = _gpufleet("lab", "up", "--site", str(site), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    os.environ["GPUFLEET_LAB_STATE"] = env["GPUFLEET_LAB_STATE"]
+    yield site, env, port, before
+    down = _gpufleet("lab", "down", "--site", str(site), env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+
+
+def _lab(site: Path):
+    lab, spec, plan = core.open_lab(site)
+    return lab, spec, plan
+
+
+def test_each_node_answers_ssh_with_the_lab_key_only(lab_site, tmp_path):
+    site, _, _, _ = lab_site
+    lab, spec, plan = _lab(site)
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    for node in plan.nodes:
+        address = str(node.frontend.address)
+        ok = core.ssh(lab, spec.site.ssh.user, address, "hostname")
+        assert ok.returncode == 0 and ok.stdout.strip() == node.name, ok.stderr
+        refused = core.ssh(lab, spec.site.ssh.user, address, "true", key=stranger)
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_inventory_matches_the_plan(lab_site):
+    site, _, _, _ = lab_site
+    plan = build_plan(load_spec(site))
+    hosts = yaml.safe_load((site / "hosts.yml").read_text())
+    groups = hosts["all"]["children"]
+    seen = {}
+    for group in groups.values():
+        for name, hv in (group.get("hosts") or {}).items():
+            seen[name] = hv
+    assert set(seen) == {n.name for n in plan.nodes}
+    for node in plan.nodes:
+        assert seen[node.name]["ansible_host"] == str(node.frontend.address)
+        rails = [r["address"] for r in seen[node.name]["gpufleet_fabric_rails"]]
+        assert rails == [str(r.address) for r in node.rails]
+        # The container really has those addresses.
+        addrs = pm.exec_in(f"gpufleet-labtest-{node.name}", "ip", "-4", "-o", "addr").stdout
+        for iface in (node.frontend, *node.rails):
+            assert f"{iface.address}/" in addrs
+
+
+def test_redfish_power_off_stops_the_container_and_on_brings_ssh_back(lab_site):
+    site, _, port, _ = lab_site
+    lab, spec, _ = _lab(site)
+    conn = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password=PASSWORD)
+    system = conn.get_system("/redfish/v1/Systems/gpu2")
+    assert system.power_state == sushy.PowerState.ON
+    system.reset_system(sushy.ResetType.FORCE_OFF)
+    assert not pm.is_running("gpufleet-labtest-gpu2")
+    system.refresh()
+    assert system.power_state == sushy.PowerState.OFF
+    system.reset_system(sushy.ResetType.ON)
+    address = "198.19.1.102"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        result = core.ssh(lab, spec.site.ssh.user, address, "systemctl", "is-system-running")
+        if result.stdout.strip() in ("running", "degraded"):
+            break
+        time.sleep(1)
+    assert result.stdout.strip() == "running", result.stderr
+
+
+def test_boot_override_persists(lab_site):
+    _, _, port, _ = lab_site
+    conn = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password=PASSWORD)
+    system = conn.get_system("/redfish/v1/Systems/head1")
+    system.set_system_boot_options(
+        sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
+    )
+    again = conn.get_system("/redfish/v1/Systems/head1")
+    assert again.boot.target == sushy.BootSource.PXE
+
+
+def test_status_reports_nodes_power_and_addresses(lab_site):
+    site, env, _, _ = lab_site
+    out = _gpufleet("lab", "status", "--site", str(site), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+
+    info = json.loads(out.stdout)
+    assert info["bmc_emulator"] == "up"
+    assert {r["node"]: r["power"] for r in info["nodes"]} == {
+        "head1": "On",
+        "gpu1": "On",
+        "gpu2": "On",
+    }
+    assert "up" in info["last_runs"]
+
+
+def test_down_restores_podman_state(tmp_path, podman):
+    # A separate tiny lab so that teardown itself is asserted.
+    port = _free_port()
+    site = _small_site(tmp_path, port)
+    data = yaml.safe_load((site / "cluster.yaml").read_text())
+    data["site"]["name"] = "labdown"
+    data["nodes"] = data["nodes"][:1]
+    for key, cidr in (("oob", "198.19.20"), ("frontend", "198.19.21")):
+        data["networks"][key]["cidr"] = f"{cidr}.0/24"
+        data["networks"][key]["gateway"] = f"{cidr}.1"
+    data["networks"]["fabric"]["rails"] = ["198.19.30.0/24", "198.19.31.0/24"]
+    data["site"]["ntp_servers"] = ["198.19.21.1"]
+    (site / "cluster.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**os.environ, "GPUFLEET_LAB_BMC_PASSWORD": PASSWORD,
+           "GPUFLEET_LAB_STATE": str(tmp_path / "state")}  # fmt: skip
+    before = _podman_lists()
+    up = _gpufleet("lab", "up", "--site", str(site), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert _podman_lists() != before
+    down = _gpufleet("lab", "down", "--site", str(site), env=env)
+    assert down.returncode == 0, down.stderr
+    assert _podman_lists() == before
+    assert not (tmp_path / "state" / "labdown").exists()
