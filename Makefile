@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.venv/bin:$(GPUFLEET_CACHE)/pulumi/$(PULUMI_VERSION)/bi
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-PY_PATHS := src tests bench scripts/pulumi-language-python library stacks
+PY_PATHS := $(wildcard src tests bench scripts/pulumi-language-python library stacks)
 
 .PHONY: help bootstrap lab lab-down test lint unit integration molecule bench clean
 
