@@ -139,6 +139,13 @@ def test_redfish_power_off_stops_the_container_and_on_brings_ssh_back(lab_site):
     assert result.stdout.strip() == "running", result.stderr
 
 
+def test_bmc_rejects_a_wrong_password(lab_site):
+    _, _, port, _ = lab_site
+    conn = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password="wrong")
+    with pytest.raises(sushy.exceptions.AccessError):
+        conn.get_system("/redfish/v1/Systems/head1")
+
+
 def test_boot_override_persists(lab_site):
     _, _, port, _ = lab_site
     conn = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password=PASSWORD)

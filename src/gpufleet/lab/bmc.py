@@ -149,7 +149,13 @@ def serve(
 
     driver = PodmanSystemsDriver(lab, nodes, state_dir / "bmc-settings.json")
     emulator.Application.systems = property(lambda _self: driver)  # type: ignore[assignment]
-    emulator.app.configure(extra_config={"SUSHY_EMULATOR_FEATURE_SET": "full"})
+    emulator.app.configure(
+        extra_config={
+            "SUSHY_EMULATOR_FEATURE_SET": "full",
+            # HTTP basic auth as on a real BMC; the file holds bcrypt hashes only.
+            "SUSHY_EMULATOR_AUTH_FILE": str(state_dir / "bmc-htpasswd"),
+        }
+    )
     emulator.app.run(host=host, port=port, threaded=True)
 
 

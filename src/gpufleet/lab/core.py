@@ -101,7 +101,8 @@ def _bmc_endpoint(spec: Any) -> tuple[str, int]:
 
 def _bmc_alive(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1/Systems", timeout=2) as r:
+        # The service root needs no credentials (Redfish spec); everything below it does.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1", timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
@@ -118,10 +119,23 @@ def bmc_password(lab: Lab) -> str:
     return lab.bmc_password_file.read_text().strip()
 
 
+def _write_htpasswd(lab: Lab, spec: Any) -> None:
+    """Basic-auth users of the emulated BMCs, bcrypt-hashed (never the password itself)."""
+    import bcrypt
+
+    password = bmc_password(lab).encode()
+    users = sorted({n.bmc.username or spec.defaults.bmc.username for n in spec.nodes})
+    lines = [f"{u}:{bcrypt.hashpw(password, bcrypt.gensalt()).decode()}" for u in users]
+    path = lab.state_dir / "bmc-htpasswd"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
 def start_bmc(lab: Lab, spec: Any, plan: AddressPlan, say: Say) -> int:
     host, port = _bmc_endpoint(spec)
     nodes = {n.name: {"mac": str(n.boot_mac), "memory_gib": 4, "cpus": 2} for n in spec.nodes}
     (lab.state_dir / "bmc-nodes.json").write_text(json.dumps(nodes, indent=2, sort_keys=True))
+    _write_htpasswd(lab, spec)
     if _bmc_alive(port):
         say(f"BMC emulator already serving on {host}:{port}")
         return port
