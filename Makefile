@@ -23,8 +23,11 @@ bootstrap:
 	scripts/bootstrap
 
 lab: bootstrap
+	gpufleet lab up --no-power-on
+	gpufleet lab pulumi-up
 	gpufleet lab up
 	gpufleet lab converge
+	gpufleet lab status
 
 lab-down:
 	gpufleet lab down

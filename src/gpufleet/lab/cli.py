@@ -16,10 +16,22 @@ SITE = typer.Option(Path("inventories/lab"), "--site", help="lab site directory 
 
 
 @lab_app.command("up")
-def up_cmd(site: Path = SITE) -> None:
+def up_cmd(
+    site: Path = SITE,
+    power_on: bool = typer.Option(
+        True, "--power-on/--no-power-on", help="power nodes on through their BMCs and install them"
+    ),
+) -> None:
     """Create networks and nodes, start the BMC emulator, power on through Redfish."""
     console = Console()
-    core.up(site, say=lambda m: console.print(f"[bold]lab:[/] {m}"))
+    core.up(site, say=lambda m: console.print(f"[bold]lab:[/] {m}"), power_on=power_on)
+
+
+@lab_app.command("pulumi-up")
+def pulumi_up_cmd(site: Path = SITE) -> None:
+    """`pulumi up` of stacks/cluster on the lab's stack (BMC power and boot, inventory)."""
+    console = Console()
+    core.pulumi_up(site, say=lambda m: console.print(f"[bold]lab:[/] {m}"))
 
 
 @lab_app.command("status")

@@ -317,7 +317,8 @@ def ssh(
     )  # fmt: skip
 
 
-def up(site: str | Path, say: Say = print) -> dict[str, Any]:
+def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, Any]:
+    """Networks, nodes, BMCs; then (power_on) power on, install and check SSH."""
     lab, spec, plan = open_lab(site)
     if not pm.image_exists(NODE_IMAGE):
         raise UserError(f"the node image {NODE_IMAGE} is missing: run scripts/bootstrap image")
@@ -329,6 +330,9 @@ def up(site: str | Path, say: Say = print) -> dict[str, Any]:
     for node in plan.nodes:
         _create_node(lab, spec_nodes[node.name], node, say)
     start_bmc(lab, spec, plan, say)
+    if not power_on:
+        say("nodes left powered off: `pulumi up` powers them on through their BMCs")
+        return {"nodes": len(plan.nodes), "seconds": round(time.monotonic() - start, 1)}
     for node in plan.nodes:
         if not pm.is_running(lab.container(node.name)):
             redfish_power(spec, lab, node.name, "On")
@@ -407,3 +411,55 @@ def down(site: str | Path, say: Say = print) -> None:
             child.unlink()
         lab.state_dir.rmdir()
         say(f"removed {lab.state_dir}")
+
+
+# --- pulumi up on the lab's stack ---------------------------------------------
+
+REPO = Path(__file__).resolve().parents[3]
+STACK_DIR = REPO / "stacks" / "cluster"
+# The lab's state is local and its secrets are the lab's own; a fixed passphrase
+# keeps `make lab` non-interactive. Real sites set PULUMI_CONFIG_PASSPHRASE.
+LAB_PASSPHRASE = "gpufleet-lab"
+
+
+def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
+    """`pulumi up` of stacks/cluster on stack <site>: BMC power, boot, inventory as state."""
+    lab, _spec, _plan = open_lab(site)
+    if not (STACK_DIR / f"Pulumi.{lab.site}.yaml").exists():
+        raise UserError(
+            f"no stack config stacks/cluster/Pulumi.{lab.site}.yaml for site {lab.site}"
+        )
+    backend = lab.state_dir / "pulumi"
+    backend.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PULUMI_BACKEND_URL": f"file://{backend}",
+        "PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE),
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "GPUFLEET_LAB_BMC_PASSWORD": bmc_password(lab),
+    }
+
+    def run(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["pulumi", *args, "--non-interactive"], cwd=STACK_DIR, env=env, text=True,
+            capture_output=capture, check=False, timeout=1800,
+        )  # fmt: skip
+
+    if run("stack", "select", lab.site, capture=True).returncode != 0:
+        init = run("stack", "init", lab.site, capture=True)
+        if init.returncode != 0:
+            raise UserError(f"pulumi stack init {lab.site} failed: {init.stderr.strip()}")
+    say(f"pulumi up --stack {lab.site} (state in {backend})")
+    up_run = run("up", "--yes", "--stack", lab.site)
+    if up_run.returncode != 0:
+        raise UserError(f"pulumi up --stack {lab.site} failed (see the output above)")
+    history = run(
+        "stack", "history", "--json", "--page-size", "1", "--stack", lab.site, capture=True
+    )
+    changes = json.loads(history.stdout)[0].get("resourceChanges", {}) if history.stdout else {}
+    changed = sum(v for k, v in changes.items() if k != "same")
+    summary = {"resources": sum(changes.values()), "changed": changed}
+    _record(lab, "pulumi", summary)
+    say("pulumi up: " + ("0 changes" if changed == 0 else f"{changed} changes") + f" {changes}")
+    return summary

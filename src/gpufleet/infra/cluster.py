@@ -1,0 +1,91 @@
+"""The whole stack from its settings: what stacks/cluster/__main__.py instantiates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from gpufleet.infra.baremetal import BareMetalNode, BareMetalNodeArgs
+from gpufleet.infra.configure import Configure, ConfigureArgs, content_digest
+from gpufleet.infra.inventory import Inventory, InventoryArgs
+from gpufleet.infra.network import (
+    AddressPlan,
+    AddressPlanArgs,
+    LoadBalancerVips,
+    LoadBalancerVipsArgs,
+)
+from gpufleet.infra.settings import StackSettings
+from gpufleet.inventory import render_inventory
+
+
+@dataclass(frozen=True)
+class Cluster:
+    plan: AddressPlan
+    vips: LoadBalancerVips
+    nodes: dict[str, BareMetalNode]
+    inventory: Inventory
+    configure: Configure | None
+
+
+def build_cluster(settings: StackSettings) -> Cluster:
+    spec, plan = settings.spec, settings.plan
+    site = spec.site.name
+    address_plan = AddressPlan(f"{site}-plan", AddressPlanArgs(plan))
+    vips = LoadBalancerVips(f"{site}-vips", LoadBalancerVipsArgs(plan))
+    nodes: dict[str, BareMetalNode] = {}
+    for node in sorted(spec.nodes, key=lambda n: n.name):
+        nodes[node.name] = BareMetalNode(
+            node.name,
+            BareMetalNodeArgs(
+                node=node.name,
+                url=node.bmc.url,
+                username=node.bmc.username,
+                password=settings.passwords[node.name],
+                verify_tls=node.bmc.verify_tls,
+                bmc=settings.bmc,
+                options=settings.nodes[node.name],
+            ),
+        )
+    files = render_inventory(spec, plan)
+    inventory = Inventory(
+        f"{site}-inventory",
+        InventoryArgs(settings.inventory_dir, files, after=list(nodes.values())),
+    )
+    configure = None
+    if settings.configure:
+        configure = Configure(
+            f"{site}-configure",
+            ConfigureArgs(
+                ansible_root=settings.ansible_root,
+                inventory_dir=settings.inventory_dir,
+                triggers={
+                    "inventory": inventory.digests,
+                    "content": content_digest(settings.ansible_root),
+                },
+                after=[inventory],
+            ),
+        )
+    return Cluster(address_plan, vips, nodes, inventory, configure)
+
+
+def export(cluster: Cluster) -> None:
+    pulumi.export("site", cluster.plan.site)
+    pulumi.export("subnets", cluster.plan.subnets)
+    pulumi.export("addresses", cluster.plan.nodes)
+    pulumi.export("vips", cluster.vips.vips)
+    pulumi.export("hosts_file", cluster.inventory.hosts_file)
+    pulumi.export(
+        "servers",
+        {
+            name: {
+                "manufacturer": n.manufacturer,
+                "model": n.model,
+                "serial_number": n.serial_number,
+                "bios_version": n.bios_version,
+                "power_state": n.power_state,
+                "boot_target": n.boot_target,
+            }
+            for name, n in cluster.nodes.items()
+        },
+    )

@@ -1,0 +1,68 @@
+"""The address plan and the load-balancer VIPs, recorded as stack outputs (no remote calls).
+
+`gpufleet:network:AddressPlan` and `gpufleet:network:LoadBalancerVips` register
+the plan that gpufleet.plan derived from the spec as their outputs, so the
+state (and `pulumi stack output`) holds every address, and a preview shows a
+changed plan as a changed output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from gpufleet.plan import AddressPlan as Plan
+
+
+@dataclass(frozen=True)
+class AddressPlanArgs:
+    plan: Plan
+
+
+class AddressPlan(pulumi.ComponentResource):
+    site: pulumi.Output[str]
+    subnets: pulumi.Output[list[dict[str, Any]]]
+    nodes: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: AddressPlanArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpufleet:network:AddressPlan", name, None, opts)
+        data = args.plan.to_dict()
+        nodes = {n.pop("name"): n for n in data["nodes"]}
+        self.site = pulumi.Output.from_input(data["site"])
+        self.domain = pulumi.Output.from_input(data["domain"])
+        self.subnets = pulumi.Output.from_input(data["subnets"])
+        self.nodes = pulumi.Output.from_input(nodes)
+        self.register_outputs(
+            {"site": self.site, "domain": self.domain, "subnets": self.subnets, "nodes": self.nodes}
+        )
+
+
+@dataclass(frozen=True)
+class LoadBalancerVipsArgs:
+    plan: Plan
+
+
+class LoadBalancerVips(pulumi.ComponentResource):
+    vips: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self, name: str, args: LoadBalancerVipsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpufleet:network:LoadBalancerVips", name, None, opts)
+        holders = [n.name for n in args.plan.nodes if n.role == "lb"]
+        vips = [
+            {
+                "name": v.name,
+                "address": str(v.address),
+                "prefix": v.cidr.prefixlen,
+                "hostname": v.hostname,
+                "holders": holders,
+            }
+            for v in args.plan.vips
+        ]
+        self.vips = pulumi.Output.from_input(vips)
+        self.register_outputs({"vips": self.vips})
