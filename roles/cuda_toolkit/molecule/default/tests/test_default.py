@@ -1,0 +1,27 @@
+"""Verify cuda_toolkit against the TEST repository of dummy packages (see prepare.yml)."""
+
+HOST = "gpufleet-mol-cuda_toolkit-default"
+testinfra_hosts = [f"ansible://{HOST}"]
+
+
+def test_locked_version_installed_held_and_pinned(host):
+    assert host.package("cuda-toolkit-12-4").version == "12.4.1-1"
+    assert "cuda-toolkit-12-4" in host.check_output("apt-mark showhold").split()
+    pref = host.file("/etc/apt/preferences.d/gpufleet-cuda-toolkit").content_string
+    assert "Package: cuda-toolkit-12-4\nPin: version 12.4.1-1\nPin-Priority: 1001" in pref
+
+
+def test_seeded_drift_reported_then_repaired(host):
+    log = host.file("/var/log/gpufleet/drift-cuda_toolkit.log").content_string
+    assert "DRIFT cuda-toolkit-12-4: installed 12.4.0-1, locked 12.4.1-1" in log
+    out = host.run(
+        "/usr/local/sbin/gpufleet-version-drift /etc/gpufleet/version-lock.d/cuda_toolkit.lock"
+    )
+    assert (out.rc, out.stdout.strip()) == (0, "OK 1 package(s) as locked")
+
+
+def test_login_shell_path(host):
+    f = host.file("/etc/profile.d/gpufleet-cuda.sh")
+    assert f.mode == 0o644
+    path = host.check_output("bash -lc 'echo $PATH'")
+    assert path.split(":")[0] == "/usr/local/cuda-12.4/bin"

@@ -1,0 +1,109 @@
+"""Verify nvidia_driver against the signed TEST repository of dummy packages (prepare.yml).
+
+Real here: repository file and key check, apt pinning, holds, exact versions, the drift
+checker, modprobe files and the persistenced unit being enabled. Not here: NVIDIA's packages,
+kernel modules, GPUs (hardware checks are off in the container).
+"""
+
+import pytest
+
+HOST = "gpufleet-mol-nvidia_driver-default"
+testinfra_hosts = [f"ansible://{HOST}"]
+LOCKED = "550.127.05-1"
+PACKAGES = ["nvidia-kernel-open-dkms", "nvidia-driver", "nvidia-persistenced"]
+DRIFT = "/usr/local/sbin/gpufleet-version-drift"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_package_installed_at_locked_version(host, pkg):
+    assert host.package(pkg).is_installed
+    assert host.package(pkg).version == LOCKED
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_package_held(host, pkg):
+    assert pkg in host.check_output("apt-mark showhold").split()
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_pin_keeps_locked_version_as_candidate(host, pkg):
+    # The repository also offers 550.144.03-1; the pin must keep the candidate at the lock.
+    policy = host.check_output(f"apt-cache policy {pkg}")
+    assert f"Candidate: {LOCKED}" in policy
+    assert "550.144.03-1" in policy
+
+
+def test_upgrade_would_not_move_driver(host):
+    sim = host.check_output("apt-get -s -o Debug::NoLocking=1 dist-upgrade")
+    assert "nvidia" not in sim
+
+
+def test_apt_source_is_signed_by_checked_key(host):
+    src = host.file("/etc/apt/sources.list.d/gpufleet-nvidia-cuda.sources")
+    assert src.mode == 0o644
+    assert "URIs: http://127.0.0.1:8080/" in src.content_string
+    assert "Signed-By: /etc/apt/keyrings/gpufleet-nvidia-cuda.asc" in src.content_string
+    fpr = host.file("/srv/gpufleet-test-repo/test-repo-key.fpr").content_string.strip()
+    shown = host.check_output(
+        "gpg --show-keys --with-colons /etc/apt/keyrings/gpufleet-nvidia-cuda.asc"
+    )
+    assert f"fpr:::::::::{fpr}:" in shown
+
+
+def test_preferences_file(host):
+    pref = host.file("/etc/apt/preferences.d/gpufleet-nvidia-driver").content_string
+    assert f"Package: nvidia-driver\nPin: version {LOCKED}\nPin-Priority: 1001" in pref
+
+
+def test_drift_seeded_by_prepare_was_reported(host):
+    log = host.file("/var/log/gpufleet/drift-nvidia_driver.log").content_string
+    assert "DRIFT nvidia-driver: installed 550.90.07-1, locked 550.127.05-1" in log
+    assert "DRIFT nvidia-kernel-open-dkms: installed 550.90.07-1" in log
+    assert "MISSING nvidia-persistenced: not installed, locked 550.127.05-1" in log
+
+
+def test_drift_checker_clean_now(host):
+    out = host.run(DRIFT)
+    assert out.rc == 0, out.stdout
+    assert out.stdout.strip() == "OK 3 package(s) as locked"
+
+
+def test_drift_checker_reports_unhold_and_other_version(host):
+    lock = "/etc/gpufleet/version-lock.d/nvidia_driver.lock"
+    try:
+        host.check_output("apt-mark unhold nvidia-persistenced")
+        host.check_output(
+            "apt-get install -y -qq --allow-downgrades --allow-change-held-packages "
+            "nvidia-driver=550.144.03-1"
+        )
+        out = host.run(f"{DRIFT} {lock}")
+        assert out.rc == 1
+        want = f"DRIFT nvidia-driver: installed 550.144.03-1, locked {LOCKED} ({lock})"
+        assert want in out.stdout
+        assert "NOT HELD nvidia-persistenced" in out.stdout
+        assert "nvidia-kernel-open-dkms" not in out.stdout
+    finally:
+        host.run(
+            "apt-get install -y -qq --allow-downgrades --allow-change-held-packages "
+            f"nvidia-driver={LOCKED} && apt-mark hold nvidia-driver nvidia-persistenced"
+        )
+
+
+def test_nouveau_blacklisted(host):
+    f = host.file("/etc/modprobe.d/gpufleet-blacklist-nouveau.conf")
+    assert f.mode == 0o644
+    assert "blacklist nouveau" in f.content_string.splitlines()
+
+
+def test_nvidia_module_options(host):
+    conf = host.file("/etc/modprobe.d/gpufleet-nvidia.conf").content_string
+    assert (
+        "options nvidia NVreg_DeviceFileGID=44 NVreg_DeviceFileMode=0660 "
+        "NVreg_DeviceFileUID=0 NVreg_EnableStreamMemOPs=1"
+    ) in conf.splitlines()
+
+
+def test_persistenced_enabled_not_started_without_hardware(host):
+    svc = host.service("nvidia-persistenced")
+    assert svc.is_enabled
+    assert not svc.is_running

@@ -1,0 +1,44 @@
+"""Validation judged recorded H100 outputs: pass on healthy, the expected lines on unhealthy."""
+
+import pytest
+
+HEALTHY = "gpufleet-mol-nvidia_driver-replay-healthy"
+UNHEALTHY = "gpufleet-mol-nvidia_driver-replay-unhealthy"
+testinfra_hosts = [f"ansible://{HEALTHY}", f"ansible://{UNHEALTHY}"]
+RESULT = "/var/tmp/gpufleet-validate.result"
+
+
+def name(host):
+    return host.backend.get_hostname()
+
+
+def test_validation_verdict(host):
+    lines = host.file(RESULT).content_string.splitlines()
+    if name(host) == HEALTHY:
+        assert lines == ["PASS"]
+    else:
+        h = UNHEALTHY
+        assert lines == [
+            f"{h} gpu_count: seen 1, expected 8",
+            f"{h} driver_version: seen 590.48.01, expected 535.161.08",
+            f"{h} fabric_manager: seen failed (journal: Fabric Manager 550.127.05 does not match "
+            "driver 550.120), expected active",
+            f"{h} nvidia_peermem: seen not loaded, expected loaded (GPUDirect RDMA)",
+        ]
+
+
+@pytest.mark.parametrize("args", ["-q", "topo -m", "nvlink -s"])
+def test_replay_prints_recording_without_provenance_line(host, args):
+    out = host.check_output(f"nvidia-smi {args}")
+    assert not out.startswith("# source:")
+    assert out
+
+
+def test_replay_has_no_xml(host):
+    # The module must have fallen back to text: there is no -q -x recording.
+    assert host.run("nvidia-smi -q -x").rc == 2
+
+
+def test_fabricmanager_stand_in_state(host):
+    svc = host.service("nvidia-fabricmanager")
+    assert svc.is_running == (name(host) == HEALTHY)
