@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,30 @@ def podman() -> str:
     if path is None:
         pytest.fail("podman not found: run scripts/bootstrap packages")
     return path
+
+
+def run_pulumi(env: dict[str, str], cwd: Path, *args: str, timeout: float = 400) -> str:
+    """Run the pinned CLI non-interactively; fail the test with its output if it fails."""
+    proc = subprocess.run(
+        ["pulumi", *args, "--non-interactive"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pulumi {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def json_documents(text: str) -> list[dict]:
+    """`pulumi up --json` prints several JSON documents one after the other."""
+    decoder, docs, pos = json.JSONDecoder(), [], 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+    return docs

@@ -12,35 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import REPO, pulumi_bin_dir
+from conftest import REPO, json_documents, pulumi_bin_dir, run_pulumi
 
 PROJECT = Path(__file__).with_name("pulumi_smoke")
-
-
-def _pulumi(env: dict[str, str], cwd: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["pulumi", *args, "--non-interactive"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"pulumi {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def _json_stream(text: str) -> list[dict]:
-    """`pulumi up --json` prints several JSON documents one after the other."""
-    decoder, docs, pos = json.JSONDecoder(), [], 0
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        doc, pos = decoder.raw_decode(text, pos)
-        docs.append(doc)
-    return docs
 
 
 def test_pulumi_version_is_pinned(pulumi_env):
@@ -65,29 +39,29 @@ def test_preview_up_noop_update_destroy(pulumi_env, tmp_path):
     env = {**pulumi_env, "PULUMI_BACKEND_URL": f"file://{backend}"}
     marker = tmp_path / "marker.txt"
 
-    _pulumi(env, work, "stack", "init", "smoke")
-    _pulumi(env, work, "config", "set", "path", str(marker))
+    run_pulumi(env, work, "stack", "init", "smoke")
+    run_pulumi(env, work, "config", "set", "path", str(marker))
 
-    preview = _pulumi(env, work, "preview", "--json")
+    preview = run_pulumi(env, work, "preview", "--json")
     steps = json.loads(preview)["steps"]
     assert [s["op"] for s in steps if s["urn"].endswith("::marker")] == ["create"]
     assert not marker.exists(), "preview must not create anything"
 
-    _pulumi(env, work, "up", "--yes")
+    run_pulumi(env, work, "up", "--yes")
     # The Python program really ran through the language host: the provider wrote the file.
     assert marker.read_text() == "hello from gpufleet"
-    outputs = json.loads(_pulumi(env, work, "stack", "output", "--json"))
+    outputs = json.loads(run_pulumi(env, work, "stack", "output", "--json"))
     assert outputs["path"] == str(marker)
     assert len(outputs["digest"]) == 64
 
-    events = _json_stream(_pulumi(env, work, "up", "--yes", "--json"))
+    events = json_documents(run_pulumi(env, work, "up", "--yes", "--json"))
     summary = next(e["summaryEvent"] for e in events if "summaryEvent" in e)
     assert summary["resourceChanges"] == {"same": 2}
     assert summary["result"] == "succeeded"
 
-    _pulumi(env, work, "config", "set", "content", "changed")
-    changed = json.loads(_pulumi(env, work, "preview", "--json"))
+    run_pulumi(env, work, "config", "set", "content", "changed")
+    changed = json.loads(run_pulumi(env, work, "preview", "--json"))
     assert changed["changeSummary"] == {"same": 1, "update": 1}
 
-    _pulumi(env, work, "destroy", "--yes")
+    run_pulumi(env, work, "destroy", "--yes")
     assert not marker.exists(), "destroy must run the provider's delete"

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
+from conftest import json_documents, run_pulumi
 from redfish_fixtures import REPO, SushyEmulator, site_node_names, write_site
 
 from gpufleet.inventory import render_inventory
@@ -21,32 +20,6 @@ from gpufleet.spec import load_spec
 
 PASSWORD = "e2e-Bmc-Pa55-4c1d"  # constructed: grepped for in the state below
 STACK = REPO / "stacks" / "cluster"
-
-
-def _pulumi(env: dict[str, str], cwd: Path, *args: str, ok: bool = True) -> str:
-    proc = subprocess.run(
-        ["pulumi", *args, "--non-interactive"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    if ok:
-        assert proc.returncode == 0, f"pulumi {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def _events(text: str) -> list[dict]:
-    decoder, docs, pos = json.JSONDecoder(), [], 0
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        doc, pos = decoder.raw_decode(text, pos)
-        docs.append(doc)
-    return docs
 
 
 @pytest.fixture
@@ -73,7 +46,7 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
         "PYTHONPATH": str(REPO / "src"),
     }
 
-    _pulumi(env, project, "stack", "init", "e2e")
+    run_pulumi(env, project, "stack", "init", "e2e")
     for key, value in (
         ("spec", str(spec_file)),
         ("powerTimeout", "60"),
@@ -81,9 +54,9 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
         ("bmcTimeout", "10"),
         ("bmcRetries", "1"),
     ):
-        _pulumi(env, project, "config", "set", key, value)
+        run_pulumi(env, project, "config", "set", key, value)
 
-    _pulumi(env, project, "up", "--yes")
+    run_pulumi(env, project, "up", "--yes")
     for name in emu.names:
         system = emu.system(name)
         assert system["PowerState"] == "On", name
@@ -92,19 +65,19 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
     spec = load_spec(spec_file)
     expected = render_inventory(spec, build_plan(spec))
     assert (site_dir / "hosts.yml").read_text() == expected["hosts.yml"]
-    outputs = json.loads(_pulumi(env, project, "stack", "output", "--json"))
+    outputs = json.loads(run_pulumi(env, project, "stack", "output", "--json"))
     assert outputs["servers"]["gpu1"]["manufacturer"] == "Sushy Emulator"
     assert outputs["servers"]["gpu1"]["power_state"] == "On"
     assert outputs["vips"][0]["holders"] == ["lb1", "lb2"]
     assert set(outputs["addresses"]) == set(emu.names)
 
-    events = _events(_pulumi(env, project, "up", "--yes", "--json"))
+    events = json_documents(run_pulumi(env, project, "up", "--yes", "--json"))
     summary = next(e["summaryEvent"] for e in events if "summaryEvent" in e)
     assert summary["result"] == "succeeded"
     assert set(summary["resourceChanges"]) == {"same"}, summary["resourceChanges"]
 
-    _pulumi(env, project, "config", "set", "--path", "nodes.gpu1.bootTarget", "Hdd")
-    preview = json.loads(_pulumi(env, project, "preview", "--json"))
+    run_pulumi(env, project, "config", "set", "--path", "nodes.gpu1.bootTarget", "Hdd")
+    preview = json.loads(run_pulumi(env, project, "preview", "--json"))
     changes = preview["changeSummary"]
     assert changes.get("update") == 1 and set(changes) == {"same", "update"}, changes
     updated = [s["urn"] for s in preview["steps"] if s["op"] == "update"]
@@ -115,14 +88,15 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
     assert any(p.suffix == ".json" for p in state_files)
     for path in state_files:
         assert PASSWORD not in path.read_text(errors="replace"), path
-    exported = _pulumi(env, project, "stack", "export")
+    exported = run_pulumi(env, project, "stack", "export")
     assert PASSWORD not in exported
     assert '"password"' in exported  # the property is there, as ciphertext
 
-    _pulumi(env, project, "destroy", "--yes")
+    run_pulumi(env, project, "destroy", "--yes")
     for name in emu.names:
         system = emu.system(name)
         assert system["Boot"]["BootSourceOverrideTarget"] == "Hdd", name  # override restored
         assert system["PowerState"] == "On", name  # power left alone (docs/pulumi.md)
-    resources = json.loads(_pulumi(env, project, "stack", "export"))["deployment"].get("resources")
+    state = json.loads(run_pulumi(env, project, "stack", "export"))
+    resources = state["deployment"].get("resources")
     assert not resources
