@@ -15,8 +15,8 @@ Inputs it understands:
 - `systemctl status nvidia-fabricmanager` / journal lines: running or not, and the
   "driver interface version ... don't match" failure.
 
-The XML path is tested only on a small constructed document: no `-q -x` output
-recorded on a real H100 was available when it was written (see docs/version-lock.md).
+Both query paths are tested on outputs recorded on real H100s; the XML and text forms of one
+recording (a lent H100 VM, driver 580.159.04) must give the same facts.
 """
 
 from __future__ import annotations
@@ -325,8 +325,16 @@ def parse_smi_query_xml(text: str) -> dict[str, Any]:
 _LINK_RANK = {"X": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def parse_topo_matrix(text: str) -> dict[str, Any]:
-    """Parse `nvidia-smi topo -m`: matrix, NIC names, affinities, closest NICs per GPU."""
+    """Parse `nvidia-smi topo -m`: matrix, NIC names, affinities, closest NICs per GPU.
+
+    nvidia-smi underlines the header row with ANSI escapes even when its output is not a
+    terminal (seen with driver 580.159.04); they are removed first.
+    """
+    text = _ANSI.sub("", text)
     lines = text.splitlines()
     head_idx = next((i for i, line in enumerate(lines) if line.startswith("\tGPU")), None)
     if head_idx is None:

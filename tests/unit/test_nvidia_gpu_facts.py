@@ -1,9 +1,10 @@
 """library/nvidia_gpu_facts.py: parsers on outputs recorded on real H100 systems, and checks.
 
-Recordings live in tests/data/hardware/ (copied unchanged from /work/shared/reference; line 1
-names the source and is stripped before parsing). No recording shows pending remaps, a
-downtrained PCIe link, an NVLink link down or an XML (`-q -x`) output: those inputs are small
-constructed ones, named CONSTRUCTED_* below.
+Recordings live in tests/data/hardware/ (copied unchanged from the shared reference set, or
+recorded by us on a lent H100 VM; line 1 names the source and is stripped before parsing). No
+recording shows pending remaps, a downtrained PCIe link or an NVLink link down, and the only
+XML (`-q -x`) recording has one GPU: those inputs are small constructed ones, named
+CONSTRUCTED_* below.
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def test_text_query_empty_output_has_no_gpus():
 
 # ---------------------------------------------------------------- nvidia-smi -q -x (XML)
 
-# constructed: a two-GPU document shaped after NVIDIA's nvsmi DTD (element names as documented;
-# no -q -x output recorded on a real H100 was available, so this path is unproven on hardware).
+# constructed: a two-GPU document shaped after NVIDIA's nvsmi DTD (element names as documented),
+# with an unhealthy second GPU that no recording shows.
 CONSTRUCTED_XML = """<?xml version="1.0" ?>
 <nvidia_smi_log>
   <driver_version>550.127.05</driver_version>
@@ -444,3 +445,76 @@ def test_replay_tool_only_serves_recordings_present_in_tests_data():
     assert files
     for name in files:
         assert recorded(name)  # exists and starts with its provenance line
+
+
+# ------------------------------------------------- recorded by gpufleet on a lent H100 VM
+
+LENT_XML = "nvidia-smi-q-x-gpufleet-lent-h100-vm-580.159.04.txt"
+LENT_TEXT = "nvidia-smi-q-gpufleet-lent-h100-vm-580.159.04.txt"
+LENT_TOPO = "nvidia-smi-topo-m-gpufleet-lent-h100-vm-1gpu.txt"
+
+# The text form names clock event reasons as printed ("SW Power Cap"), the XML form by element
+# ("sw_power_cap"); everything else must be identical.
+_TEXT_TO_XML_REASON = {
+    "Idle": "gpu_idle",
+    "Applications Clocks Setting": "applications_clocks_setting",
+    "SW Power Cap": "sw_power_cap",
+    "HW Slowdown": "hw_slowdown",
+    "HW Thermal Slowdown": "hw_thermal_slowdown",
+    "HW Power Brake Slowdown": "hw_power_brake_slowdown",
+    "Sync Boost": "sync_boost",
+    "SW Thermal Slowdown": "sw_thermal_slowdown",
+    "Display Clock Setting": "display_clocks_setting",
+}
+
+
+def test_xml_query_recorded_on_h100():
+    facts = facts_mod.parse_smi_query_xml(recorded(LENT_XML))
+    assert (facts["driver_version"], facts["cuda_version"], facts["gpu_count"]) == (
+        "580.159.04",
+        "13.0",
+        1,
+    )
+    (gpu,) = facts["gpus"]
+    assert gpu["product_name"] == "NVIDIA H100 80GB HBM3"
+    assert gpu["architecture"] == "Hopper"
+    assert gpu["vbios_version"] == "96.00.DA.00.0C"
+    assert gpu["persistence_mode"] is True
+    assert gpu["ecc_mode"] == {"current": True, "pending": True}
+    assert gpu["pcie"] == {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16}
+    assert gpu["remapped_rows"] == {
+        "correctable": 0,
+        "uncorrectable": 0,
+        "pending": False,
+        "failure": False,
+    }
+    assert gpu["clocks_event_reasons_active"] == ["gpu_idle"]
+
+
+def test_xml_and_text_forms_of_one_recording_agree():
+    xml = facts_mod.parse_smi_query_xml(recorded(LENT_XML))
+    text = facts_mod.parse_smi_query_text(recorded(LENT_TEXT))
+    for facts in (xml, text):
+        for gpu in facts["gpus"]:
+            reasons = gpu.pop("clocks_event_reasons")
+            active = gpu.pop("clocks_event_reasons_active")
+            gpu["reasons"] = {_TEXT_TO_XML_REASON.get(k, k): v for k, v in reasons.items()}
+            gpu["active"] = [_TEXT_TO_XML_REASON.get(k, k) for k in active]
+    assert xml == text
+    assert len(xml["gpus"][0]["reasons"]) == 9
+
+
+def test_recorded_h100_passes_the_single_gpu_checks():
+    facts = facts_mod.parse_smi_query_xml(recorded(LENT_XML))
+    expect = {"gpu_count": 1, "driver_version": "580.159.04", "ecc": True, "persistence": True}
+    assert facts_mod.check_node(facts, expect) == []
+    assert facts_mod.check_node(facts, {**expect, "gpu_count": 8}) != []
+
+
+def test_topo_with_ansi_underlined_header_recorded_on_h100():
+    topo = facts_mod.parse_topo_matrix(recorded(LENT_TOPO))
+    assert topo["devices"] == ["GPU0"]
+    assert topo["matrix"] == {"GPU0": {"GPU0": "X"}}
+    assert topo["gpus"]["GPU0"]["cpu_affinity"] == "0-15"
+    assert topo["gpus"]["GPU0"]["numa_affinity"] == "0"
+    assert topo["gpus"]["GPU0"]["closest_nics"] == []

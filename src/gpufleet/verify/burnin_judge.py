@@ -26,15 +26,16 @@ from gpufleet.verify.burnin import SCHEMA
 from gpufleet.verify.verdict import Status, Verdict, worst
 
 # Floors for H100 SXM (name reported by NVML/torch: "NVIDIA H100 80GB HBM3"). Sources:
-# NVIDIA H100 datasheet (peak 989 TFLOPS dense BF16, 3.35 TB/s HBM3) and measured
-# achievable figures (BF16 GEMM about 790 TFLOPS, HBM copy about 2.9-3.0 TB/s), both as
-# collected in shared/reference/README.md. The floors are those achievable figures less
-# about 5% (warn) and 10% (fail) for GEMM, and 2.9 TB/s less about 3.5% / 7% for HBM;
+# NVIDIA H100 datasheet (peak 989 TFLOPS dense BF16, 3.35 TB/s HBM3); HBM copy about
+# 2.9-3.0 TB/s (shared/reference/README.md); sustained BF16 GEMM 674 TFLOPS, measured by
+# gpufleet with this burn-in on a lent H100 (120 s at the 700 W power cap; the short-run
+# figure of about 790 TFLOPS is not held under sustained load). The floors are 674 TFLOPS
+# less about 5% (warn) and 10% (fail), and 2.9 TB/s less about 3.5% / 7% for HBM;
 # the same numbers as src/gpufleet/verify/thresholds/burnin-h100-sxm.yaml (a test keeps
 # them in step).
 H100_SXM_FLOORS: dict[str, float] = {
-    "gemm_tflops_warn": 750.0,
-    "gemm_tflops_floor": 710.0,
+    "gemm_tflops_warn": 640.0,
+    "gemm_tflops_floor": 607.0,
     "hbm_gbps_warn": 2800.0,
     "hbm_gbps_floor": 2700.0,
 }
