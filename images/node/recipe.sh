@@ -32,10 +32,13 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
 
-# Units that make no sense in a container and slow its boot.
+# Units that make no sense in a container and slow its boot. systemd-sysctl is masked for
+# safety: these containers are privileged, /proc/sys is writable, and kernel.* or vm.*
+# settings a role persists under /etc/sysctl.d would otherwise be applied to the HOST
+# kernel at every boot of a node (hardening_os checks persisted files in containers).
 for unit in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
             systemd-modules-load.service sys-kernel-config.mount getty@tty1.service \
-            console-getty.service systemd-remount-fs.service; do
+            console-getty.service systemd-remount-fs.service systemd-sysctl.service; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
 

@@ -71,3 +71,17 @@ def test_each_container_gets_its_own_host_keys(podman, node):
         assert first != second
     finally:
         _podman(podman, "rm", "-f", "-t", "0", other, check=False)
+
+
+def test_sysctl_files_never_reach_the_host_kernel(podman, node):
+    """Privileged nodes have a writable /proc/sys: systemd-sysctl must not apply
+    /etc/sysctl.d at boot, or a role's kernel.* settings would change the host."""
+    _wait_running(podman, node)
+    enabled = _podman(
+        podman, "exec", node, "systemctl", "is-enabled", "systemd-sysctl.service", check=False
+    )
+    assert enabled.stdout.strip() == "masked", enabled.stdout + enabled.stderr
+    active = _podman(
+        podman, "exec", node, "systemctl", "is-active", "systemd-sysctl.service", check=False
+    )
+    assert active.stdout.strip() == "inactive", active.stdout
