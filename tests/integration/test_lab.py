@@ -195,3 +195,28 @@ def test_down_restores_podman_state(tmp_path, podman):
     assert down.returncode == 0, down.stderr
     assert _podman_lists() == before
     assert not (tmp_path / "state" / "labdown").exists()
+
+
+def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
+    """Replay tools (recorded on real H100 systems) sit where the real tools would, on GPU
+    nodes only; the commands are selected by their arguments as the real tools are."""
+    site, _, _, _ = lab_site
+    lab, spec, plan = _lab(site)
+    user = spec.site.ssh.user
+    for node in plan.nodes:
+        address = str(node.frontend.address)
+        smi = core.ssh(lab, user, address, "nvidia-smi")
+        if node.role != "gpu":
+            assert smi.returncode == 127, (node.name, smi.stdout)
+            continue
+        assert smi.returncode == 0, smi.stderr
+        assert smi.stdout.count("NVIDIA H100 80GB HBM3") == 8
+        assert "Driver Version: 550.90.07" in smi.stdout
+        query = core.ssh(lab, user, address, "nvidia-smi", "-q")
+        assert query.stdout.count("Product Name") == 8
+        ib = core.ssh(lab, user, address, "ibstat")
+        assert ib.stdout.count("State: Active") >= 8, ib.stdout
+        netdevs = core.ssh(lab, user, address, "ibdev2netdev").stdout
+        assert "mlx5_0 port 1 ==> ibp24s0 (Up)" in netdevs
+        unknown = core.ssh(lab, user, address, "nvidia-smi", "--query-gpu=name")
+        assert unknown.returncode == 2 and "no recording" in unknown.stderr

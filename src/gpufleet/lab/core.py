@@ -293,6 +293,25 @@ def _host_keys(lab: Lab, plan: AddressPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev")
+
+
+def _install_replay(lab: Lab, node_name: str) -> None:
+    """GPU nodes only: replay tools that print outputs recorded on real H100 systems
+    (tests/replay, tests/data/hardware with their sources) where the real tools would be.
+    The lab installs them, as a stand-in for hardware; roles never do."""
+    name = lab.container(node_name)
+    data = "/usr/share/gpufleet-replay"
+    pm.exec_in(name, "install", "-d", "-m", "0755", data, "/etc/gpufleet-replay")
+    pm.podman("cp", f"{REPO / 'tests' / 'data' / 'hardware'}/.", f"{name}:{data}/")
+    for tool in REPLAY_TOOLS:
+        pm.podman("cp", str(REPO / "tests" / "replay" / tool), f"{name}:/usr/local/bin/{tool}")
+    pm.exec_in(name, "sh", "-c", "echo healthy > /etc/gpufleet-replay/set; "
+               "chown -R root:root /usr/share/gpufleet-replay /usr/local/bin; "
+               "chmod 0755 /usr/local/bin/nvidia-smi /usr/local/bin/nv-fabricmanager "
+               "/usr/local/bin/ibstat /usr/local/bin/ibdev2netdev")  # fmt: skip
+
+
 def connection_vars(lab: Lab, pubkey: str) -> str:
     return (
         "# Written by `gpufleet lab up`: how Ansible reaches the lab's container nodes.\n"
@@ -340,6 +359,8 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
     user = spec.site.ssh.user
     for node in plan.nodes:
         _install(lab, node, user, pubkey)
+        if node.role == "gpu":
+            _install_replay(lab, node.name)
     lab.known_hosts.write_text(_host_keys(lab, plan))
     write_inventory(lab.site_dir, render_inventory(spec, plan))
     (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
