@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from gpufleet.inventory import render_inventory
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec
+from gpufleet.model import load_cluster
+from gpufleet.plan import plan_dict
 
 SUPPORT = {"head": 4, "lb": 2, "monitoring": 2}
 
@@ -107,15 +107,15 @@ def main() -> None:
         sizes = (0, 0)
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            spec = load_spec(path)
+            cluster = load_cluster(path)  # parse, validate, resolve, addresses, leaves
             t1 = time.perf_counter()
-            plan = build_plan(spec)
+            plan_dict(cluster)
             t2 = time.perf_counter()
-            files = render_inventory(spec, plan)
+            files = render_inventory(cluster)
             t3 = time.perf_counter()
             run = {"validate": t1 - t0, "plan": t2 - t1, "inventory": t3 - t2, "total": t3 - t0}
             best = {k: min(v, best.get(k, v)) for k, v in run.items()}
-            sizes = (len(plan.nodes), sum(len(t) for t in files.values()))
+            sizes = (len(cluster.nodes), sum(len(t) for t in files.values()))
     print(f"nodes: {sizes[0]}  interfaces per GPU node: 11  inventory bytes: {sizes[1]}")
     for stage in ("validate", "plan", "inventory", "total"):
         print(f"{stage:>10}: {best[stage]:.3f} s (best of {args.repeat})")

@@ -1,28 +1,167 @@
 """The `gpufleet` command line.
 
-Each area of the product registers its own commands: spec/plan/inventory
-(`gpufleet.spec.cli`), verification (`gpufleet.verify.cli`), the lab
-(`gpufleet.lab.cli`). This module only wires them together and turns
+The site commands live here: `validate`, `plan` and `inventory` read a site
+through `gpufleet.model.load_cluster`. Verification (`gpufleet.verify.cli`)
+and the lab (`gpufleet.lab.cli`) register their own sub-commands. `main` turns
 `UserError` into one line per problem and exit code 2.
+
+SITE is a site directory (`inventories/example-ib`), a site name
+(`example-ib`, looked up under ./inventories) or a path to a cluster.yaml.
+Bad input writes nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
+import click
 import typer
+from rich.console import Console
 
 from gpufleet.errors import UserError
+from gpufleet.inventory import render_inventory, write_inventory
+from gpufleet.model import Cluster, load_cluster
+from gpufleet.plan import plan_dict, plan_tables
+from gpufleet.spec.loader import resolve_spec_path
 
 # Modules that expose `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "gpufleet.spec.cli",
     "gpufleet.verify.cli",
     "gpufleet.lab.cli",
 )
 
+DEFAULT_SITE = "inventories/lab"
+_SITE_HELP = "Site directory, site name or path to cluster.yaml."
+_JSON_HELP = "Machine-readable output."
+
 _DEBUG = {"on": False}
+
+
+def _load(site: str, as_json: bool) -> Cluster:
+    file = resolve_spec_path(site)
+    try:
+        return load_cluster(file)
+    except UserError as err:
+        if as_json:
+            problems = [
+                {"path": p.path, "message": p.message, "hint": p.hint} for p in err.problems
+            ]
+            typer.echo(json.dumps({"ok": False, "spec": str(file), "problems": problems}, indent=2))
+        raise
+
+
+def _spec_file(cluster: Cluster) -> Path:
+    if cluster.spec_file is None:
+        raise UserError("the cluster was not read from a file")
+    return cluster.spec_file
+
+
+def _summary(cluster: Cluster) -> dict[str, Any]:
+    roles = {r: len(cluster.nodes_by_role(r)) for r in ("gpu", "head", "lb", "monitoring")}
+    fabric = cluster.fabric
+    return {
+        "ok": True,
+        "spec": str(_spec_file(cluster)),
+        "site": cluster.site.name,
+        "nodes": len(cluster.nodes),
+        "roles": roles,
+        "fabric": {"type": fabric.type, "rails": len(fabric.rails)} if fabric else None,
+        "vips": [v.name for v in cluster.vips],
+    }
+
+
+def validate(
+    site: str = typer.Argument(DEFAULT_SITE, help=_SITE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Validate cluster.yaml: every problem with its path and a fix (exit 2 on errors)."""
+    cluster = _load(site, as_json)
+    info = _summary(cluster)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    roles = ", ".join(f"{n} {r}" for r, n in info["roles"].items())
+    fab = info["fabric"]
+    rails = f", {fab['type']} fabric with {fab['rails']} rails" if fab else ""
+    Console().print(
+        f"[green]ok[/green] {info['spec']}: site {cluster.site.name},"
+        f" {len(cluster.nodes)} nodes ({roles}){rails}"
+    )
+
+
+def plan(
+    site: str = typer.Argument(DEFAULT_SITE, help=_SITE_HELP),
+    network: str | None = typer.Option(None, "--network", help="Only this network (e.g. rail0)."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Show the address plan: one table per network."""
+    cluster = _load(site, as_json)
+    names = [s.name for s in cluster.subnets]
+    if network is not None and network not in names:
+        raise UserError(f"--network {network}: no such network (known: {', '.join(names)})")
+    if as_json:
+        typer.echo(json.dumps(plan_dict(cluster, network), indent=2))
+    else:
+        sys.stdout.write(plan_tables(cluster, network))
+
+
+def inventory(
+    site: str = typer.Argument(DEFAULT_SITE, help=_SITE_HELP),
+    write: bool = typer.Option(
+        False, "--write", help="Write hosts.yml and group_vars next to cluster.yaml."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Exit 1 if the written inventory is out of date."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Render the Ansible inventory (print it, --write it, or --check it is current)."""
+    cluster = _load(site, as_json)
+    files = render_inventory(cluster)
+    site_dir = _spec_file(cluster).parent
+    if check:
+        stale = [
+            rel
+            for rel, text in sorted(files.items())
+            if not (site_dir / rel).is_file() or (site_dir / rel).read_bytes() != text.encode()
+        ]
+        if as_json:
+            typer.echo(json.dumps({"ok": not stale, "stale": stale}, indent=2))
+        else:
+            for rel in stale:
+                typer.echo(
+                    f"out of date: {site_dir / rel} (run gpufleet inventory --write {site})",
+                    err=True,
+                )
+        if stale:
+            raise typer.Exit(1)
+        return
+    if write:
+        results = write_inventory(site_dir, files)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "written": [str(p) for p, c in results if c],
+                        "unchanged": [str(p) for p, c in results if not c],
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            for path, changed in results:
+                typer.echo(f"{'wrote' if changed else 'unchanged'} {path}")
+        return
+    if as_json:
+        typer.echo(json.dumps({"files": files}, indent=2))
+        return
+    for rel, text in sorted(files.items()):
+        typer.echo(f"# ==> {site_dir / rel} <==")
+        typer.echo(text, nl=False)
 
 
 def build_app() -> typer.Typer:
@@ -40,6 +179,9 @@ def build_app() -> typer.Typer:
     ) -> None:
         _DEBUG["on"] = debug
 
+    app.command("validate")(validate)
+    app.command("plan")(plan)
+    app.command("inventory")(inventory)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
     return app
@@ -58,14 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except typer.Exit as ex:
         return ex.exit_code
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return 2
-        if isinstance(err, click.exceptions.Abort):
-            return 130
+    except click.exceptions.ClickException as err:  # usage errors
+        err.show()
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    except Exception as err:
         if debug:
             raise
         print(f"error: {err} (run with --debug for the traceback)", file=sys.stderr)

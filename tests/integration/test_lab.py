@@ -19,8 +19,7 @@ import yaml
 
 from gpufleet.lab import core
 from gpufleet.lab import podman as pm
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec
+from gpufleet.model import load_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "lab-test-bmc-password"
@@ -80,27 +79,22 @@ def lab_site(tmp_path_factory, podman):
     assert down.returncode == 0, down.stdout + down.stderr
 
 
-def _lab(site: Path):
-    lab, spec, plan = core.open_lab(site)
-    return lab, spec, plan
-
-
 def test_each_node_answers_ssh_with_the_lab_key_only(lab_site, tmp_path):
     site, _, _, _ = lab_site
-    lab, spec, plan = _lab(site)
+    lab, cluster = core.open_lab(site)
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    for node in plan.nodes:
+    for node in cluster.nodes:
         address = str(node.frontend.address)
-        ok = core.ssh(lab, spec.site.ssh.user, address, "hostname")
+        ok = core.ssh(lab, cluster.site.ssh_user, address, "hostname")
         assert ok.returncode == 0 and ok.stdout.strip() == node.name, ok.stderr
-        refused = core.ssh(lab, spec.site.ssh.user, address, "true", key=stranger)
+        refused = core.ssh(lab, cluster.site.ssh_user, address, "true", key=stranger)
         assert refused.returncode == 255 and "Permission denied" in refused.stderr
 
 
 def test_inventory_matches_the_plan(lab_site):
     site, _, _, _ = lab_site
-    plan = build_plan(load_spec(site))
+    plan = load_cluster(site)
     hosts = yaml.safe_load((site / "hosts.yml").read_text())
     groups = hosts["all"]["children"]
     seen = {}
@@ -116,11 +110,16 @@ def test_inventory_matches_the_plan(lab_site):
         addrs = pm.exec_in(f"gpufleet-labtest-{node.name}", "ip", "-4", "-o", "addr").stdout
         for iface in (node.frontend, *node.rails):
             assert f"{iface.address}/" in addrs
+        # Each rail sits on the interface the inventory names (gpufleet_fabric_interfaces).
+        netdevs = seen[node.name]["gpufleet_fabric_interfaces"]
+        assert netdevs == [r.netdev for r in node.rails] == ["eth1", "eth2"]
+        by_dev = {line.split()[1]: line.split()[3] for line in addrs.splitlines()}
+        assert [by_dev[d].split("/")[0] for d in netdevs] == [str(r.address) for r in node.rails]
 
 
 def test_redfish_power_off_stops_the_container_and_on_brings_ssh_back(lab_site):
     site, _, port, _ = lab_site
-    lab, spec, _ = _lab(site)
+    lab, cluster = core.open_lab(site)
     conn = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password=PASSWORD)
     system = conn.get_system("/redfish/v1/Systems/gpu2")
     assert system.power_state == sushy.PowerState.ON
@@ -132,7 +131,7 @@ def test_redfish_power_off_stops_the_container_and_on_brings_ssh_back(lab_site):
     address = "198.19.1.102"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        result = core.ssh(lab, spec.site.ssh.user, address, "systemctl", "is-system-running")
+        result = core.ssh(lab, cluster.site.ssh_user, address, "systemctl", "is-system-running")
         if result.stdout.strip() in ("running", "degraded"):
             break
         time.sleep(1)
@@ -201,9 +200,9 @@ def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
     """Replay tools (recorded on real H100 systems) sit where the real tools would, on GPU
     nodes only; the commands are selected by their arguments as the real tools are."""
     site, _, _, _ = lab_site
-    lab, spec, plan = _lab(site)
-    user = spec.site.ssh.user
-    for node in plan.nodes:
+    lab, cluster = core.open_lab(site)
+    user = cluster.site.ssh_user
+    for node in cluster.nodes:
         address = str(node.frontend.address)
         smi = core.ssh(lab, user, address, "nvidia-smi")
         if node.role != "gpu":

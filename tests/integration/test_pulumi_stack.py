@@ -15,8 +15,7 @@ from conftest import json_documents, run_pulumi
 from redfish_fixtures import REPO, SushyEmulator, site_node_names, write_site
 
 from gpufleet.inventory import render_inventory
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec
+from gpufleet.model import load_cluster
 
 PASSWORD = "e2e-Bmc-Pa55-4c1d"  # constructed: grepped for in the state below
 STACK = REPO / "stacks" / "cluster"
@@ -62,8 +61,7 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
         assert system["PowerState"] == "On", name
         assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe", name
         assert system["Boot"]["BootSourceOverrideMode"] == "UEFI", name
-    spec = load_spec(spec_file)
-    expected = render_inventory(spec, build_plan(spec))
+    expected = render_inventory(load_cluster(spec_file))
     assert (site_dir / "hosts.yml").read_text() == expected["hosts.yml"]
     outputs = json.loads(run_pulumi(env, project, "stack", "output", "--json"))
     assert outputs["servers"]["gpu1"]["manufacturer"] == "Sushy Emulator"

@@ -21,8 +21,8 @@ from gpufleet.infra.configure import content_digest, failure_summary
 from gpufleet.infra.inventory import digests
 from gpufleet.infra.settings import DEFAULTS, load_settings
 from gpufleet.inventory import render_inventory
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec
+from gpufleet.model import load_cluster
+from gpufleet.plan import plan_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DIR = REPO / "stacks" / "cluster"
@@ -116,8 +116,8 @@ def test_lab_stack_resources_parents_and_plan(mocks):
 
     settings = _settings("lab")
     cluster = build_cluster(settings)
-    spec = load_spec(REPO / "inventories" / "lab")
-    assert sorted(cluster.nodes) == sorted(n.name for n in spec.nodes)
+    model = load_cluster(REPO / "inventories" / "lab")
+    assert sorted(cluster.nodes) == sorted(n.name for n in model.nodes)
     assert len(cluster.nodes) == 7
     for name, node in cluster.nodes.items():
         assert node._type == "gpufleet:baremetal:BareMetalNode"
@@ -127,7 +127,7 @@ def test_lab_stack_resources_parents_and_plan(mocks):
     assert files_kids == {"lab-inventory-files"}
     assert cluster.plan._childResources == set()
 
-    plan = build_plan(spec).to_dict()
+    plan = plan_dict(model)
 
     def check(args: list[Any]) -> None:
         nodes, vips, digests, power, target = args
@@ -172,10 +172,8 @@ def test_lab_resource_counts_and_order(mocks):
         assert types.count("pulumi-python:dynamic/inventory:InventoryFiles") == 1
         assert not any("BiosSettings" in t or "VirtualMedia" in t for t in types)
         files = next(a for a in mocks.created if a.typ.endswith("InventoryFiles")).inputs["files"]
-        spec = load_spec(REPO / "inventories" / "lab")
-        assert files == render_inventory(
-            spec, build_plan(spec)
-        )  # same bytes as `gpufleet inventory`
+        # same bytes as `gpufleet inventory`
+        assert files == render_inventory(load_cluster(REPO / "inventories" / "lab"))
         boot = next(a for a in mocks.created if a.name == "gpu2-boot").inputs
         assert (boot["target"], boot["enabled"], boot["mode"]) == ("Pxe", "Once", "UEFI")
         assert boot["url"].endswith("/redfish/v1/Systems/gpu2")
@@ -198,7 +196,7 @@ def test_example_ib_bios_media_overrides(mocks):
         },
     )
     cluster = build_cluster(settings)
-    n = len(load_spec(REPO / "inventories" / "example-ib").nodes)
+    n = len(load_cluster(REPO / "inventories" / "example-ib").nodes)
     assert len(cluster.nodes) == n
     _check_node(cluster.nodes["gpu001"], "gpu001", {"inventory", "media", "bios", "boot", "power"})
     _check_node(cluster.nodes["head01"], "head01", {"inventory", "boot", "power"})
@@ -351,7 +349,7 @@ def test_stack_files_name_real_sites():
     for stack in ("lab", "example-ib"):
         data = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
         spec_dir = (PROJECT_DIR / data["gpufleet-cluster:spec"]).resolve()
-        assert load_spec(spec_dir).site.name == stack
+        assert load_cluster(spec_dir).site.name == stack
 
 
 # --- providers: check, diff, serialization (no BMC needed) ------------------------------------

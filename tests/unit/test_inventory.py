@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from gpufleet.inventory import GROUP_VARS_FILE, HOSTS_FILE, render_inventory, write_inventory
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec, validate_data
+from gpufleet.model import cluster_from_data, load_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ["example-ib", "example-roce", "lab"]
@@ -21,8 +20,7 @@ ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 
 
 def _render(site: str) -> dict[str, str]:
-    spec = load_spec(ROOT / "inventories" / site)
-    return render_inventory(spec, build_plan(spec))
+    return render_inventory(load_cluster(ROOT / "inventories" / site))
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -39,11 +37,9 @@ def test_committed_inventory_is_current_and_byte_stable(site: str) -> None:
 def test_node_order_does_not_change_the_bytes() -> None:
     path = ROOT / "inventories/example-ib/cluster.yaml"
     data = yaml.safe_load(path.read_text())
-    spec = validate_data(data)
-    reference = render_inventory(spec, build_plan(spec))
+    reference = render_inventory(cluster_from_data(data))
     random.Random(3).shuffle(data["nodes"])
-    shuffled = validate_data(data)
-    assert render_inventory(shuffled, build_plan(shuffled)) == reference
+    assert render_inventory(cluster_from_data(data)) == reference
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -59,18 +55,17 @@ def test_ansible_inventory_accepts_it(site: str) -> None:
     assert run.returncode == 0, run.stderr
     assert "WARNING" not in run.stderr.upper(), run.stderr
     data = json.loads(run.stdout)
-    spec = load_spec(ROOT / "inventories" / site)
-    plan = build_plan(spec)
+    plan = load_cluster(ROOT / "inventories" / site)
     for group, role in (
         ("gpu_nodes", "gpu"),
         ("head_nodes", "head"),
         ("lb_nodes", "lb"),
         ("monitoring_nodes", "monitoring"),
     ):
-        expected = sorted(n.name for n in spec.nodes if n.role == role)
+        expected = sorted(n.name for n in plan.nodes if n.role == role)
         assert sorted(data.get(group, {}).get("hosts", [])) == expected
     hostvars = data["_meta"]["hostvars"]
-    assert sorted(hostvars) == sorted(n.name for n in spec.nodes)
+    assert sorted(hostvars) == sorted(n.name for n in plan.nodes)
     for node in plan.nodes:
         hv = hostvars[node.name]
         assert hv["ansible_host"] == str(node.frontend.address)
@@ -80,14 +75,13 @@ def test_ansible_inventory_accepts_it(site: str) -> None:
         ]
         # group_vars/all next to hosts.yml reach every host
         assert hv["gpufleet_site"] == site
-        assert hv["gpufleet_versions"]["fabric_manager"] == spec.versions.fabric_manager
+        assert hv["gpufleet_versions"]["fabric_manager"] == plan.versions.fabric_manager
 
 
 def test_bmc_password_never_leaves_the_reference(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "inventories/lab/cluster.yaml").read_text())
     data["defaults"]["bmc"]["password"] = {"env": "SITE_BMC_PW"}
-    spec = validate_data(data)
-    files = render_inventory(spec, build_plan(spec))
+    files = render_inventory(cluster_from_data(data))
     hosts = yaml.safe_load(files[HOSTS_FILE])
     gpu1 = hosts["all"]["children"]["gpu_nodes"]["hosts"]["gpu1"]
     assert gpu1["gpufleet_bmc"]["password_ref"] == {"env": "SITE_BMC_PW"}

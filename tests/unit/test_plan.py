@@ -1,4 +1,4 @@
-"""The address rule on the example sites (see gpufleet.spec.addressing)."""
+"""The address rule on the example sites (see gpufleet.model.addressing)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from gpufleet.plan import build_plan
-from gpufleet.spec import load_spec, validate_data
+from gpufleet.model import cluster_from_data, load_cluster
+from gpufleet.plan import plan_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_node_addresses_follow_pool_plus_index() -> None:
-    plan = build_plan(load_spec(ROOT / "inventories/example-ib"))
+    plan = load_cluster(ROOT / "inventories/example-ib")
     gpu7 = plan.node("gpu007")
     assert gpu7.frontend.address == IPv4Address("10.1.0.107")
     assert gpu7.frontend.hostname == "gpu007.ib.example.net"
@@ -30,7 +30,7 @@ def test_gpu_node_addresses_follow_pool_plus_index() -> None:
 
 
 def test_vips_and_subnets_are_in_the_plan() -> None:
-    plan = build_plan(load_spec(ROOT / "inventories/example-ib"))
+    plan = load_cluster(ROOT / "inventories/example-ib")
     assert [(v.name, str(v.address)) for v in plan.vips] == [("inference", "10.1.0.5")]
     names = [s.name for s in plan.subnets]
     assert names == ["oob", "frontend", "storage", *[f"rail{r}" for r in range(8)]]
@@ -41,8 +41,8 @@ def test_vips_and_subnets_are_in_the_plan() -> None:
 
 
 def test_plan_json_round_trips() -> None:
-    plan = build_plan(load_spec(ROOT / "inventories/lab"))
-    data = json.loads(json.dumps(plan.to_dict()))
+    plan = load_cluster(ROOT / "inventories/lab")
+    data = json.loads(json.dumps(plan_dict(plan)))
     gpu1 = next(n for n in data["nodes"] if n["name"] == "gpu1")
     assert gpu1["interfaces"]["rail1"]["address"] == "198.18.11.101"
 
@@ -50,6 +50,6 @@ def test_plan_json_round_trips() -> None:
 def test_explicit_index_beats_the_name() -> None:
     data = yaml.safe_load((ROOT / "tests/data/specs/minimal-ib.yaml").read_text())
     data["nodes"][4]["index"] = 42
-    plan = build_plan(validate_data(data))
+    plan = cluster_from_data(data)
     assert plan.node("gpu002").frontend.address == IPv4Address("10.1.0.142")
     assert plan.node("gpu001").frontend.address == IPv4Address("10.1.0.101")

@@ -16,8 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufleet.plan import AddressPlan, build_plan
-from gpufleet.spec import validate_data
+from gpufleet.model import Cluster, cluster_from_data
 
 # Default pools (head 10, lb 20, monitoring 30, gpu 100) in /24 subnets give
 # head and lb 10 slots each, monitoring 70, gpu 155.
@@ -105,14 +104,14 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _addresses(plan: AddressPlan) -> dict[tuple[str, str], IPv4Address]:
+def _addresses(plan: Cluster) -> dict[tuple[str, str], IPv4Address]:
     return {(n.name, i.network): i.address for n in plan.nodes for i in n.interfaces}
 
 
 @SETTINGS
 @given(specs())
 def test_no_duplicate_and_nothing_outside_its_subnet(data: dict[str, Any]) -> None:
-    plan = build_plan(validate_data(data))
+    plan = cluster_from_data(data)
     subnets = {s.name: s for s in plan.subnets}
     for subnet in plan.subnets:
         rows = plan.rows(subnet.name)
@@ -137,7 +136,7 @@ def test_no_duplicate_and_nothing_outside_its_subnet(data: dict[str, Any]) -> No
 @SETTINGS
 @given(specs(), st.data())
 def test_adding_a_node_never_renumbers(data: dict[str, Any], draw: st.DataObject) -> None:
-    before = _addresses(build_plan(validate_data(data)))
+    before = _addresses(cluster_from_data(data))
     role = draw.draw(st.sampled_from(["gpu", "monitoring"]))
     used = {n["name"] for n in data["nodes"]}
     lo, hi = ROLE_INDEX_RANGE[role]
@@ -146,7 +145,7 @@ def test_adding_a_node_never_renumbers(data: dict[str, Any], draw: st.DataObject
     grown = copy.deepcopy(data)
     position = draw.draw(st.integers(0, len(grown["nodes"])))
     grown["nodes"].insert(position, _node(role, idx))  # anywhere in the list
-    after = _addresses(build_plan(validate_data(grown)))
+    after = _addresses(cluster_from_data(grown))
     assert {k: v for k, v in after.items() if k in before} == before
     assert len(after) > len(before)
 
@@ -154,7 +153,7 @@ def test_adding_a_node_never_renumbers(data: dict[str, Any], draw: st.DataObject
 @SETTINGS
 @given(specs(), st.integers(0, 2**32 - 1))
 def test_node_order_does_not_change_the_plan(data: dict[str, Any], seed: int) -> None:
-    plan = build_plan(validate_data(data))
+    plan = cluster_from_data(data)
     shuffled = copy.deepcopy(data)
     random.Random(seed).shuffle(shuffled["nodes"])
-    assert build_plan(validate_data(shuffled)) == plan
+    assert cluster_from_data(shuffled) == plan

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from gpufleet.errors import UserError
-from gpufleet.spec import BUILTIN_PROFILES, load_spec, validate_data
+from gpufleet.model import cluster_from_data, load_cluster
+from gpufleet.spec import BUILTIN_PROFILES
 from gpufleet.spec.compat import check_versions
 from gpufleet.spec.loader import parse_yaml, resolve_spec_path
 from gpufleet.spec.models import Versions
@@ -28,63 +29,63 @@ def minimal() -> dict[str, Any]:
 
 @pytest.mark.parametrize("site", SITES)
 def test_example_sites_are_valid(site: str) -> None:
-    spec = load_spec(ROOT / "inventories" / site)
-    assert spec.site.name == site
-    assert spec.nodes_by_role("head")
-    assert len(spec.nodes_by_role("lb")) % 2 == 0
+    cluster = load_cluster(ROOT / "inventories" / site)
+    assert cluster.site.name == site
+    assert cluster.nodes_by_role("head")
+    assert len(cluster.nodes_by_role("lb")) % 2 == 0
 
 
 def test_example_ib_shape() -> None:
-    spec = load_spec(ROOT / "inventories" / "example-ib" / "cluster.yaml")
-    counts = {r: len(spec.nodes_by_role(r)) for r in ("gpu", "head", "lb", "monitoring")}
+    cluster = load_cluster(ROOT / "inventories" / "example-ib" / "cluster.yaml")
+    counts = {r: len(cluster.nodes_by_role(r)) for r in ("gpu", "head", "lb", "monitoring")}
     assert counts == {"gpu": 32, "head": 2, "lb": 2, "monitoring": 1}
-    assert spec.networks.fabric is not None
-    assert spec.networks.fabric.type == "infiniband"
-    assert len(spec.networks.fabric.rails) == 8
-    assert {n.profile for n in spec.nodes_by_role("gpu")} == {"hgx-h100-8gpu-ib"}
+    assert cluster.fabric is not None
+    assert cluster.fabric.type == "infiniband"
+    assert len(cluster.fabric.rails) == 8
+    assert {n.profile_name for n in cluster.nodes_by_role("gpu")} == {"hgx-h100-8gpu-ib"}
 
 
 def test_example_roce_shape() -> None:
-    spec = load_spec(ROOT / "inventories" / "example-roce")
-    assert len(spec.nodes_by_role("gpu")) == 4
-    fabric = spec.networks.fabric
+    cluster = load_cluster(ROOT / "inventories" / "example-roce")
+    assert len(cluster.nodes_by_role("gpu")) == 4
+    fabric = cluster.fabric
     assert fabric is not None and fabric.roce is not None
     assert (fabric.roce.traffic_class, fabric.roce.dscp, fabric.roce.pfc_priority) == (106, 26, 3)
 
 
 def test_lab_lives_in_the_benchmark_range() -> None:
-    spec = load_spec(ROOT / "inventories" / "lab")
-    counts = {r: len(spec.nodes_by_role(r)) for r in ("gpu", "head", "lb", "monitoring")}
+    cluster = load_cluster(ROOT / "inventories" / "lab")
+    counts = {r: len(cluster.nodes_by_role(r)) for r in ("gpu", "head", "lb", "monitoring")}
     assert counts == {"gpu": 3, "head": 1, "lb": 2, "monitoring": 1}
-    assert {n.profile for n in spec.nodes} == {"lab"}
+    assert {n.profile_name for n in cluster.nodes} == {"lab"}
     lab_range = IPv4Network("198.18.0.0/15")
-    nets = spec.networks
-    assert nets.fabric is not None and len(nets.fabric.rails) == 2
-    for cidr in [nets.oob.cidr, nets.frontend.cidr, *nets.fabric.rails]:
-        assert cidr.subnet_of(lab_range)
-    for n in spec.nodes:
+    assert cluster.fabric is not None and len(cluster.fabric.rails) == 2
+    assert len(cluster.subnets) == 4  # oob, frontend, rail0, rail1
+    for subnet in cluster.subnets:
+        assert subnet.cidr.subnet_of(lab_range)
+    for n in cluster.nodes:
         assert n.bmc.url.startswith("http://127.0.0.1:")
         assert n.bmc.url.endswith(f"/redfish/v1/Systems/{n.name}")
-        assert n.bmc.password is not None and n.bmc.password.env == "GPUFLEET_LAB_BMC_PASSWORD"
+        assert n.bmc.password.env == "GPUFLEET_LAB_BMC_PASSWORD"
 
 
 def test_defaults_fill_profile_and_bmc_credentials() -> None:
-    spec = validate_data(minimal())
-    gpu = spec.nodes[3]
-    assert gpu.profile == "hgx-h100-8gpu-ib"
+    cluster = cluster_from_data(minimal())
+    gpu = cluster.node("gpu001")
+    assert gpu.profile_name == "hgx-h100-8gpu-ib"
+    assert gpu.profile is BUILTIN_PROFILES["hgx-h100-8gpu-ib"]
     assert gpu.bmc.username == "admin"
-    assert gpu.bmc.password is not None and gpu.bmc.password.as_dict() == {"env": "BMC_PASSWORD"}
-    assert spec.nodes[0].profile == "cpu-server"
+    assert gpu.bmc.password.as_dict() == {"env": "BMC_PASSWORD"}
+    assert cluster.node("head01").profile_name == "cpu-server"
 
 
 def test_node_values_override_defaults() -> None:
     data = minimal()
     data["nodes"][3]["bmc"]["username"] = "root"
     data["nodes"][3]["bmc"]["password"] = {"secret": "rack2/bmc"}
-    spec = validate_data(data)
-    assert spec.nodes[3].bmc.username == "root"
-    assert spec.nodes[3].bmc.password is not None
-    assert spec.nodes[3].bmc.password.as_dict() == {"secret": "rack2/bmc"}
+    gpu = cluster_from_data(data).node("gpu001")
+    assert gpu.bmc.username == "root"
+    assert gpu.bmc.password.as_dict() == {"secret": "rack2/bmc"}
 
 
 def test_all_problems_are_collected_in_one_pass() -> None:
@@ -93,7 +94,7 @@ def test_all_problems_are_collected_in_one_pass() -> None:
     data["nodes"][1]["boot_mac"] = "nope"
     data["site"]["domian"] = "typo.example.net"
     with pytest.raises(UserError) as info:
-        validate_data(data)
+        cluster_from_data(data)
     paths = {p.path for p in info.value.problems}
     assert {"nodes[0].bmc.url", "nodes[1].boot_mac", "site.domian"} <= paths
 
@@ -104,7 +105,7 @@ def test_cross_field_problems_are_collected_together() -> None:
     data["versions"]["fabric_manager"] = "550.54.14"
     data["nodes"] = [n for n in data["nodes"] if n["name"] != "lb02"]
     with pytest.raises(UserError) as info:
-        validate_data(data)
+        cluster_from_data(data)
     paths = [p.path for p in info.value.problems]
     assert paths.count("networks.frontend.vips[0].address") == 1
     assert "versions.fabric_manager" in paths
@@ -113,18 +114,19 @@ def test_cross_field_problems_are_collected_together() -> None:
 
 def test_validation_does_not_depend_on_node_order() -> None:
     data = minimal()
-    spec_a = validate_data(data)
+    cluster_a = cluster_from_data(data)
     random.Random(7).shuffle(data["nodes"])
-    spec_b = validate_data(data)
-    assert sorted(n.name for n in spec_a.nodes) == sorted(n.name for n in spec_b.nodes)
+    cluster_b = cluster_from_data(data)
+    assert cluster_a == cluster_b
 
 
 def test_pin_moves_one_node_only() -> None:
     data = minimal()
     data["nodes"][4]["addresses"] = {"frontend": "10.1.0.9"}
-    spec = validate_data(data)
-    assert spec.nodes[4].addresses.frontend is not None
-    assert str(spec.nodes[4].addresses.frontend) == "10.1.0.9"
+    cluster = cluster_from_data(data)
+    assert str(cluster.node("gpu002").frontend.address) == "10.1.0.9"
+    assert cluster.node("gpu002").frontend.pinned
+    assert str(cluster.node("gpu001").frontend.address) == "10.1.0.101"
 
 
 def test_custom_profile_is_usable() -> None:
@@ -140,8 +142,10 @@ def test_custom_profile_is_usable() -> None:
         }
     }
     data["nodes"][3]["profile"] = "dgx-h100"
-    spec = validate_data(data)
-    assert spec.node_profile(spec.nodes[3]).gpu_count == 8
+    cluster = cluster_from_data(data)
+    assert cluster.node("gpu001").profile.gpu_count == 8
+    assert cluster.node("gpu001").profile_name == "dgx-h100"
+    assert sorted(cluster.profiles) == ["cpu-server", "dgx-h100", "hgx-h100-8gpu-ib"]
 
 
 def test_builtin_profiles_state_their_hardware() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 import gpufleet.cli
 from gpufleet.errors import UserError
-from gpufleet.spec import load_spec
+from gpufleet.model import load_cluster
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_specs"
 
@@ -209,7 +209,7 @@ def test_every_file_says_what_is_constructed() -> None:
 @pytest.mark.parametrize(("stem", "path", "fragment", "count"), CASES, ids=[c[0] for c in CASES])
 def test_bad_spec_reports_path_and_message(stem: str, path: str, fragment: str, count: int) -> None:
     with pytest.raises(UserError) as info:
-        load_spec(BAD / f"{stem}.yaml")
+        load_cluster(BAD / f"{stem}.yaml")
     problems = info.value.problems
     rendered = [str(p) for p in problems]
     assert any(p.path == path and fragment in str(p) for p in problems), rendered
@@ -220,7 +220,7 @@ def test_bad_spec_reports_path_and_message(stem: str, path: str, fragment: str, 
 @pytest.fixture
 def spec_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real CLI entry point with only this area's commands registered."""
-    monkeypatch.setattr(gpufleet.cli, "COMMAND_MODULES", ("gpufleet.spec.cli",))
+    monkeypatch.setattr(gpufleet.cli, "COMMAND_MODULES", ())
 
 
 @pytest.mark.parametrize("command", [["validate"], ["plan"], ["inventory", "--write"]])
@@ -265,10 +265,7 @@ def test_cli_json_lists_problems(spec_cli: None, capsys: pytest.CaptureFixture[s
     } in data["problems"]
 
 
-_RUN_CLI = (
-    "import sys, gpufleet.cli as c; c.COMMAND_MODULES = ('gpufleet.spec.cli',); "
-    "sys.exit(c.main(sys.argv[1:]))"
-)
+_RUN_CLI = "import sys, gpufleet.cli as c; c.COMMAND_MODULES = (); sys.exit(c.main(sys.argv[1:]))"
 
 
 def test_cli_process_has_no_traceback_unless_debug(tmp_path: Path) -> None:

@@ -29,12 +29,12 @@ class Cluster:
 
 
 def build_cluster(settings: StackSettings) -> Cluster:
-    spec, plan = settings.spec, settings.plan
-    site = spec.site.name
-    address_plan = AddressPlan(f"{site}-plan", AddressPlanArgs(plan))
-    vips = LoadBalancerVips(f"{site}-vips", LoadBalancerVipsArgs(plan))
+    model = settings.cluster
+    site = model.site.name
+    address_plan = AddressPlan(f"{site}-plan", AddressPlanArgs(model))
+    vips = LoadBalancerVips(f"{site}-vips", LoadBalancerVipsArgs(model))
     nodes: dict[str, BareMetalNode] = {}
-    for node in sorted(spec.nodes, key=lambda n: n.name):
+    for node in model.nodes:
         nodes[node.name] = BareMetalNode(
             node.name,
             BareMetalNodeArgs(
@@ -47,7 +47,7 @@ def build_cluster(settings: StackSettings) -> Cluster:
                 options=settings.nodes[node.name],
             ),
         )
-    files = render_inventory(spec, plan)
+    files = render_inventory(model)
     inventory = Inventory(
         f"{site}-inventory",
         InventoryArgs(settings.inventory_dir, files, after=list(nodes.values())),

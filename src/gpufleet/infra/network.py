@@ -1,7 +1,7 @@
 """The address plan and the load-balancer VIPs, recorded as stack outputs (no remote calls).
 
 `gpufleet:network:AddressPlan` and `gpufleet:network:LoadBalancerVips` register
-the plan that gpufleet.plan derived from the spec as their outputs, so the
+the address plan of the resolved cluster (gpufleet.model) as their outputs, so the
 state (and `pulumi stack output`) holds every address, and a preview shows a
 changed plan as a changed output.
 """
@@ -13,12 +13,13 @@ from typing import Any
 
 import pulumi
 
-from gpufleet.plan import AddressPlan as Plan
+from gpufleet.model import Cluster as Model
+from gpufleet.plan import plan_dict
 
 
 @dataclass(frozen=True)
 class AddressPlanArgs:
-    plan: Plan
+    cluster: Model
 
 
 class AddressPlan(pulumi.ComponentResource):
@@ -30,7 +31,7 @@ class AddressPlan(pulumi.ComponentResource):
         self, name: str, args: AddressPlanArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("gpufleet:network:AddressPlan", name, None, opts)
-        data = args.plan.to_dict()
+        data = plan_dict(args.cluster)
         nodes = {n.pop("name"): n for n in data["nodes"]}
         self.site = pulumi.Output.from_input(data["site"])
         self.domain = pulumi.Output.from_input(data["domain"])
@@ -43,7 +44,7 @@ class AddressPlan(pulumi.ComponentResource):
 
 @dataclass(frozen=True)
 class LoadBalancerVipsArgs:
-    plan: Plan
+    cluster: Model
 
 
 class LoadBalancerVips(pulumi.ComponentResource):
@@ -53,7 +54,7 @@ class LoadBalancerVips(pulumi.ComponentResource):
         self, name: str, args: LoadBalancerVipsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("gpufleet:network:LoadBalancerVips", name, None, opts)
-        holders = [n.name for n in args.plan.nodes if n.role == "lb"]
+        holders = [n.name for n in args.cluster.nodes if n.role == "lb"]
         vips = [
             {
                 "name": v.name,
@@ -62,7 +63,7 @@ class LoadBalancerVips(pulumi.ComponentResource):
                 "hostname": v.hostname,
                 "holders": holders,
             }
-            for v in args.plan.vips
+            for v in args.cluster.vips
         ]
         self.vips = pulumi.Output.from_input(vips)
         self.register_outputs({"vips": self.vips})

@@ -3,7 +3,8 @@
 Stack config (namespace `gpufleet-cluster`, typed in stacks/cluster/Pulumi.yaml):
 
     spec                 path of the site's cluster.yaml (or its directory), relative
-                         to the project directory; validated once with gpufleet.spec
+                         to the project directory; validated and resolved once
+                         (gpufleet.model.load_cluster)
     inventoryDir         where hosts.yml and group_vars go (default: the spec's directory)
     bootTarget           Pxe | UefiHttp | Cd | Hdd            (default Pxe)
     bootEnabled          Once | Continuous                     (default Once)
@@ -39,8 +40,7 @@ from typing import Any, Protocol
 
 from gpufleet.errors import Problem, UserError
 from gpufleet.infra import redfish as rf
-from gpufleet.plan import AddressPlan, build_plan
-from gpufleet.spec import ClusterSpec, load_spec
+from gpufleet.model import Cluster, load_cluster
 
 PROJECT = "gpufleet-cluster"
 
@@ -114,8 +114,7 @@ class BmcOptions:
 @dataclass(frozen=True)
 class StackSettings:
     spec_file: Path
-    spec: ClusterSpec
-    plan: AddressPlan
+    cluster: Cluster
     inventory_dir: Path
     nodes: Mapping[str, NodeOptions]  # by node name, every node of the spec
     passwords: Mapping[str, Any]  # node name -> pulumi.Output[str] (secret)
@@ -224,9 +223,8 @@ def load_settings(
             [Problem(f"{ns}spec", "not set", "pulumi config set spec ../../inventories/<site>")]
         )
     spec_path = (project_dir / spec_ref).resolve()
-    spec = load_spec(spec_path)  # raises UserError listing every spec problem
-    plan = build_plan(spec)
-    spec_file = spec_path if spec_path.is_file() else spec_path / "cluster.yaml"
+    cluster = load_cluster(spec_path)  # raises UserError listing every spec problem
+    spec_file = cluster.spec_file or spec_path
 
     top = {k: _raw(config, k) for k in (*CHOICES, "powerTimeout", "powerPollInterval")}
     top["installerUrl"] = _raw(config, "installerUrl")
@@ -236,7 +234,7 @@ def load_settings(
     base = _node_options(problems, ns, top, NodeOptions())
 
     overrides = config.get_object("nodes") or {}
-    names = {n.name for n in spec.nodes}
+    names = {n.name for n in cluster.nodes}
     nodes: dict[str, NodeOptions] = {}
     if not isinstance(overrides, dict):
         problems.append(Problem(f"{ns}nodes", "must be a mapping", "{gpu001: {bootTarget: Hdd}}"))
@@ -255,7 +253,7 @@ def load_settings(
                         where, f"unknown key {', '.join(unknown)}", f"use {', '.join(NODE_KEYS)}"
                     )
                 )
-    for node in spec.nodes:
+    for node in cluster.nodes:
         values = overrides.get(node.name)
         nodes[node.name] = (
             _node_options(problems, f"{ns}nodes.{node.name}.", values, base)
@@ -288,12 +286,10 @@ def load_settings(
         )
 
     passwords: dict[str, Any] = {}
-    for node in spec.nodes:
+    for node in cluster.nodes:
         ref = node.bmc.password
         where = f"nodes[{node.name}].bmc.password"
-        if ref is None:
-            problems.append(Problem(where, "no password reference", "set defaults.bmc.password"))
-        elif ref.secret is not None:
+        if ref.secret is not None:
             secret = config.get_secret(ref.secret)
             if secret is None:
                 problems.append(
@@ -305,8 +301,7 @@ def load_settings(
                 )
             else:
                 passwords[node.name] = secret
-        else:
-            assert ref.env is not None
+        elif ref.env is not None:
             value = environ.get(ref.env)
             if not value:
                 problems.append(
@@ -317,11 +312,10 @@ def load_settings(
             else:
                 passwords[node.name] = pulumi.Output.secret(value)
     if problems:
-        raise UserError(problems, title=f"stack config of site {spec.site.name}:")
+        raise UserError(problems, title=f"stack config of site {cluster.site.name}:")
     return StackSettings(
         spec_file=spec_file,
-        spec=spec,
-        plan=plan,
+        cluster=cluster,
         inventory_dir=inventory_dir,
         nodes=nodes,
         passwords=passwords,

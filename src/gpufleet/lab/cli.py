@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpufleet.lab import core
+from gpufleet.lab.converge import converge
 
 lab_app = typer.Typer(help="The lab: container nodes with emulated BMCs on this machine.")
 SITE = typer.Option(Path("inventories/lab"), "--site", help="lab site directory or cluster.yaml")
@@ -64,8 +65,6 @@ def down_cmd(site: Path = SITE) -> None:
 @lab_app.command("converge")
 def converge_cmd(site: Path = SITE) -> None:
     """Run site.yml against the lab and print the summary table."""
-    from gpufleet.lab.converge import converge
-
     if not converge(site):
         raise typer.Exit(1)
 

@@ -20,7 +20,7 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
     import ansible_runner
 
     console = console or Console()
-    lab, _spec, plan = core.open_lab(site)
+    lab, cluster = core.open_lab(site)
     inventory = lab.site_dir.resolve() / "hosts.yml"
     roles: dict[str, set[str]] = defaultdict(set)
 
@@ -47,7 +47,7 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
         table.add_column(col)
     failed_total = 0
     changed_total = 0
-    for node in plan.nodes:
+    for node in cluster.nodes:
         h = node.name
         failed = stats.get("failures", {}).get(h, 0) + stats.get("dark", {}).get(h, 0)
         failed_total += failed
@@ -61,7 +61,7 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
     ok = rc == 0 and failed_total == 0
     verdict = "PASSED" if ok else "FAILED"
     note = "no changes (idempotent)" if changed_total == 0 else f"{changed_total} changes"
-    console.print(f"site.yml {verdict}: {len(plan.nodes)} nodes, {note}")
+    console.print(f"site.yml {verdict}: {len(cluster.nodes)} nodes, {note}")
     core.record_run(site, "converge", {"result": verdict.lower(), "changed": changed_total,
                                        "failed": failed_total})  # fmt: skip
     return ok

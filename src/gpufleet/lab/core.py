@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import bcrypt
+
 from gpufleet.errors import Problem, UserError
 from gpufleet.inventory import render_inventory, write_inventory
 from gpufleet.lab import podman as pm
-from gpufleet.plan import AddressPlan, build_plan
-from gpufleet.spec import load_spec
-from gpufleet.spec.loader import resolve_spec_path
+from gpufleet.model import Cluster, Interface, Node, Subnet, load_cluster
 
 NODE_IMAGE = "localhost/gpufleet-node:bookworm"
 CONNECTION_FILE = Path("group_vars") / "all" / "lab-connection.yml"
@@ -70,27 +70,36 @@ class Lab:
         return self.state_dir / "bmc-password"
 
 
-def open_lab(site: str | Path) -> tuple[Lab, Any, AddressPlan]:
-    spec = load_spec(site)
-    site_dir = resolve_spec_path(site).parent
+def open_lab(site: str | Path) -> tuple[Lab, Cluster]:
+    cluster = load_cluster(site)
+    if cluster.spec_file is None:
+        raise UserError(f"{site}: the lab needs a site directory")
+    site_dir = cluster.spec_file.parent
     problems = [
-        Problem(f"nodes[{i}].profile", f"'{profile}' is not the lab profile", "use profile: lab")
-        for i, n in enumerate(spec.nodes)
-        if (profile := n.profile or spec.defaults.profiles[n.role]) != "lab"
-    ]
+        Problem(f"nodes[{n.name}].profile", f"'{n.profile_name}' is not a container profile",
+                "use profile: lab")
+        for n in cluster.nodes
+        if not n.profile.container
+    ]  # fmt: skip
+    problems += [
+        Problem(f"profiles.{n.profile_name}.fabric_netdevs", "the lab needs the rails' names",
+                "name them, e.g. [eth1, eth2]")
+        for n in cluster.nodes
+        if n.rails and n.rails[0].netdev is None
+    ][:1]  # fmt: skip
     if problems:
         title = f"{site_dir}: not a lab site (container nodes need profile lab)"
         raise UserError(problems, title=title)
     repo_cache = Path(os.environ.get("GPUFLEET_LAB_STATE", Path.cwd() / ".cache" / "lab"))
-    lab = Lab(site_dir=site_dir, site=spec.site.name, state_dir=repo_cache / spec.site.name)
-    return lab, spec, build_plan(spec)
+    name = cluster.site.name
+    return Lab(site_dir=site_dir, site=name, state_dir=repo_cache / name), cluster
 
 
 # --- BMC emulator -----------------------------------------------------------
 
 
-def _bmc_endpoint(spec: Any) -> tuple[str, int]:
-    urls = {(urlparse(n.bmc.url).hostname, urlparse(n.bmc.url).port or 80) for n in spec.nodes}
+def _bmc_endpoint(cluster: Cluster) -> tuple[str, int]:
+    urls = {(urlparse(n.bmc.url).hostname, urlparse(n.bmc.url).port or 80) for n in cluster.nodes}
     if len(urls) != 1:
         raise UserError("lab nodes must share one BMC emulator (same host and port in bmc.url)")
     host, port = urls.pop()
@@ -119,23 +128,21 @@ def bmc_password(lab: Lab) -> str:
     return lab.bmc_password_file.read_text().strip()
 
 
-def _write_htpasswd(lab: Lab, spec: Any) -> None:
+def _write_htpasswd(lab: Lab, cluster: Cluster) -> None:
     """Basic-auth users of the emulated BMCs, bcrypt-hashed (never the password itself)."""
-    import bcrypt
-
     password = bmc_password(lab).encode()
-    users = sorted({n.bmc.username or spec.defaults.bmc.username for n in spec.nodes})
+    users = sorted({n.bmc.username for n in cluster.nodes})
     lines = [f"{u}:{bcrypt.hashpw(password, bcrypt.gensalt()).decode()}" for u in users]
     path = lab.state_dir / "bmc-htpasswd"
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
 
 
-def start_bmc(lab: Lab, spec: Any, plan: AddressPlan, say: Say) -> int:
-    host, port = _bmc_endpoint(spec)
-    nodes = {n.name: {"mac": str(n.boot_mac), "memory_gib": 4, "cpus": 2} for n in spec.nodes}
+def start_bmc(lab: Lab, cluster: Cluster, say: Say) -> int:
+    host, port = _bmc_endpoint(cluster)
+    nodes = {n.name: {"mac": n.boot_mac, "memory_gib": 4, "cpus": 2} for n in cluster.nodes}
     (lab.state_dir / "bmc-nodes.json").write_text(json.dumps(nodes, indent=2, sort_keys=True))
-    _write_htpasswd(lab, spec)
+    _write_htpasswd(lab, cluster)
     if _bmc_alive(port):
         say(f"BMC emulator already serving on {host}:{port}")
         return port
@@ -173,15 +180,14 @@ def stop_bmc(lab: Lab, say: Say) -> None:
     say(f"stopped BMC emulator (pid {pid})")
 
 
-def redfish_power(spec: Any, lab: Lab, node: str, action: str) -> None:
+def redfish_power(lab: Lab, node: Node, action: str) -> None:
     """Press the node's power button through its BMC (a real Redfish client)."""
+    # sushy takes half a second to import; only commands that power nodes pay for it.
     import sushy
 
-    url = next(n.bmc.url for n in spec.nodes if n.name == node)
+    url = node.bmc.url
     root = url.split("/redfish/v1/")[0] + "/redfish/v1"
-    spec_node = next(n for n in spec.nodes if n.name == node)
-    username = spec_node.bmc.username or spec.defaults.bmc.username
-    conn = sushy.Sushy(root, username=username, password=bmc_password(lab))
+    conn = sushy.Sushy(root, username=node.bmc.username, password=bmc_password(lab))
     system = conn.get_system(urlparse(url).path)
     system.reset_system(sushy.ResetType(action))
 
@@ -200,8 +206,8 @@ def _ensure_key(lab: Lab, say: Say) -> str:
     return lab.key.with_suffix(".pub").read_text().strip()
 
 
-def _ensure_networks(lab: Lab, plan: AddressPlan, say: Say) -> None:
-    for subnet in plan.subnets:
+def _ensure_networks(lab: Lab, subnets: tuple[Subnet, ...], say: Say) -> None:
+    for subnet in subnets:
         name = lab.network(subnet.name)
         if pm.network_exists(name):
             continue
@@ -221,25 +227,37 @@ def _ensure_networks(lab: Lab, plan: AddressPlan, say: Say) -> None:
         say(f"network {name} {subnet.cidr}")
 
 
-def _networks_of(node: Any) -> list[Any]:
-    """Frontend first (eth0, the boot NIC), then rails, storage; oob for management nodes."""
-    order = {"frontend": 0, "storage": 2, "oob": 3}
-    managers = ("head", "monitoring")
-    ifaces = [i for i in node.interfaces if i.network != "oob" or node.role in managers]
-    return sorted(ifaces, key=lambda i: (order.get(i.network, 1), i.network))
+def container_interfaces(node: Node) -> list[tuple[str, Interface]]:
+    """(name in the container, interface): the frontend is eth0 (the boot NIC), each rail
+    takes the name its profile gives it (`fabric_netdevs`, so the inventory's
+    gpufleet_fabric_interfaces is true in the lab), then storage, and oob on the
+    management nodes, on the next free ethN."""
+    names: list[tuple[str, Interface]] = [("eth0", node.frontend)]
+    names += [(r.netdev or f"rail{r.rail}", r) for r in node.rails]
+    rest = [node.storage] if node.storage is not None else []
+    if node.role in ("head", "monitoring"):
+        rest.append(node.oob)
+    taken = {name for name, _ in names}
+    n = 0
+    for iface in rest:
+        while f"eth{n}" in taken:
+            n += 1
+        taken.add(f"eth{n}")
+        names.append((f"eth{n}", iface))
+    return names
 
 
-def _create_node(lab: Lab, spec_node: Any, node: Any, say: Say) -> None:
+def _create_node(lab: Lab, node: Node, say: Say) -> None:
     name = lab.container(node.name)
     if pm.container_exists(name):
         return
     args = ["create", "--name", name, "--hostname", node.name, "--privileged",
             "--systemd=always", "--no-hosts", "--label", f"{pm.LABEL}={lab.name}",
             "--label", f"io.gpufleet.node={node.name}"]  # fmt: skip
-    for n, iface in enumerate(_networks_of(node)):
-        opts = f"ip={iface.address},interface_name=eth{n}"
+    for netdev, iface in container_interfaces(node):
+        opts = f"ip={iface.address},interface_name={netdev}"
         if iface.network == "frontend":
-            opts += f",mac={spec_node.boot_mac}"
+            opts += f",mac={node.boot_mac}"
         args += ["--network", f"{lab.network(iface.network)}:{opts}"]
     pm.podman(*args, NODE_IMAGE)
     say(f"node {node.name}: container {name} created (powered off)")
@@ -261,7 +279,7 @@ def _port_open(address: str, port: int = 22) -> bool:
         return False
 
 
-def _install(lab: Lab, node: Any, user: str, pubkey: str) -> None:
+def _install(lab: Lab, node: Node, user: str, pubkey: str) -> None:
     """What an OS installer does: the operator account, its key, sudo."""
     name = lab.container(node.name)
     _wait(
@@ -284,9 +302,9 @@ def _install(lab: Lab, node: Any, user: str, pubkey: str) -> None:
     pm.exec_in(name, "sh", "-c", script)
 
 
-def _host_keys(lab: Lab, plan: AddressPlan) -> str:
+def _host_keys(lab: Lab, cluster: Cluster) -> str:
     lines = []
-    for node in plan.nodes:
+    for node in cluster.nodes:
         key = pm.exec_in(lab.container(node.name), "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
         keytype, blob = key.stdout.split()[:2]
         lines.append(f"{node.frontend.address},{node.name} {keytype} {blob}")
@@ -338,41 +356,40 @@ def ssh(
 
 def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, Any]:
     """Networks, nodes, BMCs; then (power_on) power on, install and check SSH."""
-    lab, spec, plan = open_lab(site)
+    lab, cluster = open_lab(site)
     if not pm.image_exists(NODE_IMAGE):
         raise UserError(f"the node image {NODE_IMAGE} is missing: run scripts/bootstrap image")
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     pubkey = _ensure_key(lab, say)
-    _ensure_networks(lab, plan, say)
-    spec_nodes = {n.name: n for n in spec.nodes}
-    for node in plan.nodes:
-        _create_node(lab, spec_nodes[node.name], node, say)
-    start_bmc(lab, spec, plan, say)
+    _ensure_networks(lab, cluster.subnets, say)
+    for node in cluster.nodes:
+        _create_node(lab, node, say)
+    start_bmc(lab, cluster, say)
     if not power_on:
         say("nodes left powered off: `pulumi up` powers them on through their BMCs")
-        return {"nodes": len(plan.nodes), "seconds": round(time.monotonic() - start, 1)}
-    for node in plan.nodes:
+        return {"nodes": len(cluster.nodes), "seconds": round(time.monotonic() - start, 1)}
+    for node in cluster.nodes:
         if not pm.is_running(lab.container(node.name)):
-            redfish_power(spec, lab, node.name, "On")
+            redfish_power(lab, node, "On")
             say(f"node {node.name}: powered on through its BMC")
-    user = spec.site.ssh.user
-    for node in plan.nodes:
+    user = cluster.site.ssh_user
+    for node in cluster.nodes:
         _install(lab, node, user, pubkey)
         if node.role == "gpu":
             _install_replay(lab, node.name)
-    lab.known_hosts.write_text(_host_keys(lab, plan))
-    write_inventory(lab.site_dir, render_inventory(spec, plan))
+    lab.known_hosts.write_text(_host_keys(lab, cluster))
+    write_inventory(lab.site_dir, render_inventory(cluster))
     (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
-    for node in plan.nodes:
+    for node in cluster.nodes:
         address = str(node.frontend.address)
         _wait(lambda a=address: _port_open(a), 60, f"sshd on {node.name} ({address})")
         result = ssh(lab, user, address, "true")
         if result.returncode != 0:
             raise UserError(f"{node.name}: SSH with the lab key failed: {result.stderr.strip()}")
-    summary = {"nodes": len(plan.nodes), "seconds": round(time.monotonic() - start, 1)}
+    summary = {"nodes": len(cluster.nodes), "seconds": round(time.monotonic() - start, 1)}
     _record(lab, "up", summary)
-    say(f"lab {lab.name}: {len(plan.nodes)} nodes up, SSH checked with the lab key "
+    say(f"lab {lab.name}: {len(cluster.nodes)} nodes up, SSH checked with the lab key "
         f"({summary['seconds']} s); inventory in {lab.site_dir}")  # fmt: skip
     return summary
 
@@ -385,25 +402,25 @@ def _record(lab: Lab, what: str, data: dict[str, Any]) -> None:
 
 
 def record_run(site: str | Path, what: str, data: dict[str, Any]) -> None:
-    lab, _, _ = open_lab(site)
+    lab, _ = open_lab(site)
     _record(lab, what, data)
 
 
 def status(site: str | Path) -> dict[str, Any]:
-    lab, spec, plan = open_lab(site)
-    port = _bmc_endpoint(spec)[1]
+    lab, cluster = open_lab(site)
+    port = _bmc_endpoint(cluster)[1]
     rows = []
-    for node in plan.nodes:
+    for node in cluster.nodes:
         name = lab.container(node.name)
         exists = pm.container_exists(name)
         rows.append({
             "node": node.name,
-            "role": str(getattr(node.role, "value", node.role)),
+            "role": node.role,
             "container": name if exists else None,
             "power": ("On" if pm.is_running(name) else "Off") if exists else "absent",
             "frontend": str(node.frontend.address),
             "rails": [str(r.address) for r in node.rails],
-            "bmc": next(n.bmc.url for n in spec.nodes if n.name == node.name),
+            "bmc": node.bmc.url,
         })  # fmt: skip
     runs_file = lab.state_dir / "runs.json"
     return {
@@ -416,7 +433,7 @@ def status(site: str | Path) -> dict[str, Any]:
 
 
 def down(site: str | Path, say: Say = print) -> None:
-    lab, _, _ = open_lab(site)
+    lab, _ = open_lab(site)
     stop_bmc(lab, say)
     for name in pm.labelled("container", lab.name):
         pm.podman("rm", "-f", "-t", "0", name)
@@ -445,7 +462,7 @@ LAB_PASSPHRASE = "gpufleet-lab"
 
 def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
     """`pulumi up` of stacks/cluster on stack <site>: BMC power, boot, inventory as state."""
-    lab, _spec, _plan = open_lab(site)
+    lab, _ = open_lab(site)
     if not (STACK_DIR / f"Pulumi.{lab.site}.yaml").exists():
         raise UserError(
             f"no stack config stacks/cluster/Pulumi.{lab.site}.yaml for site {lab.site}"

@@ -1,36 +1,30 @@
-"""The cluster spec: `inventories/<site>/cluster.yaml`, loaded and validated once.
+"""The cluster spec: `inventories/<site>/cluster.yaml` as written, its schema and its rules.
 
-    from gpufleet.spec import load_spec
-    spec = load_spec("inventories/example-ib")   # raises UserError listing every problem
+    from gpufleet.spec import parse_spec, spec_problems
+    spec = parse_spec(data)        # the schema: UserError listing every field problem
+    problems = spec_problems(spec) # the cross-field rules the document breaks by itself
 
-See docs/spec.md for the format.
+Most callers want the resolved cluster instead: `gpufleet.model.load_cluster`
+runs both and the rules that need resolved nodes, and reports every problem
+together. See docs/spec.md for the format.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from gpufleet.spec.checks import validate_data
+from gpufleet.spec.checks import parse_spec, spec_problems
 from gpufleet.spec.loader import read_spec_data, resolve_spec_path
-from gpufleet.spec.models import ClusterSpec, Node, Profile, Role
-from gpufleet.spec.profiles import BUILTIN_PROFILES
+from gpufleet.spec.models import ClusterSpec, Profile, Role
+from gpufleet.spec.profiles import BUILTIN_PROFILES, known_profiles, profile_name
 
 __all__ = [
     "BUILTIN_PROFILES",
     "ClusterSpec",
-    "Node",
     "Profile",
     "Role",
-    "load_spec",
-    "validate_data",
+    "known_profiles",
+    "parse_spec",
+    "profile_name",
+    "read_spec_data",
+    "resolve_spec_path",
+    "spec_problems",
 ]
-
-
-def load_spec(path: str | Path) -> ClusterSpec:
-    """Load and validate a site's cluster.yaml (a site directory or the file itself).
-
-    Raises gpufleet.errors.UserError carrying every problem found, each with its
-    path in the spec (`nodes[12].bmc.url`), what is wrong and how to fix it.
-    """
-    file = resolve_spec_path(path)
-    return validate_data(read_spec_data(file), str(file))

@@ -1,37 +1,34 @@
-"""Validation of a whole spec: schema first, then every cross-field rule.
+"""Validation of the spec as written: the schema first, then the cross-field rules.
 
-`validate_data` collects problems instead of stopping at the first: the schema
-(pydantic) reports every field error in one pass; when the schema holds, the
-cross-field checks below run and all of their problems are reported together.
+`parse_spec` checks the schema (pydantic reports every field error in one
+pass). `spec_problems` then returns every broken rule that the document shows
+by itself: duplicates, role counts, subnets, pools, gateways and VIPs,
+profile names, the fabric topology. Rules that need resolved values (a node's
+profile, its addresses, its leaf switches) run while `gpufleet.model` builds
+the cluster; `gpufleet.model.load_cluster` reports both kinds together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import Any
 
 from pydantic import ValidationError
 
 from gpufleet.errors import Problem, UserError
-from gpufleet.spec.addressing import (
-    Slot,
-    assign,
-    derived_index,
-    network_defs,
-    node_index,
-    node_networks,
-    pool_bounds,
-)
-from gpufleet.spec.compat import check_versions
-from gpufleet.spec.models import ClusterSpec, Node, Profile
+from gpufleet.spec.models import ClusterSpec, node_index
+from gpufleet.spec.networks import NetDef, network_defs, pool_bounds
 from gpufleet.spec.problems import closest, translate
-from gpufleet.spec.profiles import BUILTIN_PROFILES
+from gpufleet.spec.profiles import BUILTIN_PROFILES, known_profiles, profile_name
 
 
-def validate_data(data: Any, source: str = "") -> ClusterSpec:
-    """Validate parsed YAML; return the spec with defaults applied, or raise UserError."""
-    title = f"{source}: invalid cluster spec" if source else "invalid cluster spec"
+def spec_title(source: str) -> str:
+    return f"{source}: invalid cluster spec" if source else "invalid cluster spec"
+
+
+def parse_spec(data: Any, source: str = "") -> ClusterSpec:
+    """The schema: return the spec as written, or raise UserError with every field problem."""
+    title = spec_title(source)
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         raise UserError(
@@ -45,32 +42,23 @@ def validate_data(data: Any, source: str = "") -> ClusterSpec:
             title=title,
         )
     try:
-        spec = ClusterSpec.model_validate(data)
+        return ClusterSpec.model_validate(data)
     except ValidationError as err:
         raise UserError(translate(err, ClusterSpec), title=title) from None
-    spec, problems = normalize(spec)
-    problems += cross_checks(spec)
-    if problems:
-        raise UserError(_dedupe(problems), title=title)
-    return spec
 
 
-def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
-    seen: set[Problem] = set()
-    out = []
-    for p in problems:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
+def spec_problems(spec: ClusterSpec) -> list[Problem]:
+    """Every cross-field rule the document breaks by itself (empty when it holds)."""
+    problems = _check_profile_names(spec)
+    problems += _check_node_references(spec)
+    problems += _check_unique(spec)
+    problems += _check_roles(spec)
+    problems += _check_subnets(spec)
+    problems += _check_topology(spec)
+    return problems
 
 
-def known_profiles(spec: ClusterSpec) -> dict[str, Profile]:
-    return {**BUILTIN_PROFILES, **spec.profiles}
-
-
-def normalize(spec: ClusterSpec) -> tuple[ClusterSpec, list[Problem]]:
-    """Apply defaults (profile, index, BMC credentials); report what cannot be resolved."""
+def _check_profile_names(spec: ClusterSpec) -> list[Problem]:
     problems: list[Problem] = []
     for name in spec.profiles:
         if name in BUILTIN_PROFILES:
@@ -89,14 +77,18 @@ def normalize(spec: ClusterSpec) -> tuple[ClusterSpec, list[Problem]]:
                     closest(name, profiles),
                 )
             )
+    return problems
+
+
+def _check_node_references(spec: ClusterSpec) -> list[Problem]:
+    """Each node names a known profile (itself or by role), an index and BMC credentials."""
+    problems: list[Problem] = []
+    profiles = known_profiles(spec)
     dbmc = spec.defaults.bmc
-    nodes: list[Node] = []
     for i, node in enumerate(spec.nodes):
         base = f"nodes[{i}]"
-        update: dict[str, Any] = {}
         if node.profile is None:
-            default = spec.defaults.profiles.get(node.role)
-            if default is None:
+            if profile_name(spec, node) is None:
                 problems.append(
                     Problem(
                         f"{base}.profile",
@@ -104,8 +96,6 @@ def normalize(spec: ClusterSpec) -> tuple[ClusterSpec, list[Problem]]:
                         f"set profile: or defaults.profiles.{node.role}",
                     )
                 )
-            else:
-                update["profile"] = default
         elif node.profile not in profiles:
             problems.append(
                 Problem(
@@ -114,7 +104,7 @@ def normalize(spec: ClusterSpec) -> tuple[ClusterSpec, list[Problem]]:
                     closest(node.profile, profiles),
                 )
             )
-        if node.index is None and derived_index(node.name) is None:
+        if node_index(node) is None:
             problems.append(
                 Problem(
                     f"{base}.index",
@@ -122,69 +112,21 @@ def normalize(spec: ClusterSpec) -> tuple[ClusterSpec, list[Problem]]:
                     "set index: N (its slot in the address pool)",
                 )
             )
-        bmc_update: dict[str, Any] = {}
-        if node.bmc.username is None:
-            if dbmc.username is None:
-                problems.append(
-                    Problem(
-                        f"{base}.bmc.username", "missing", "set it here or in defaults.bmc.username"
-                    )
+        if node.bmc.username is None and dbmc.username is None:
+            problems.append(
+                Problem(
+                    f"{base}.bmc.username", "missing", "set it here or in defaults.bmc.username"
                 )
-            else:
-                bmc_update["username"] = dbmc.username
-        if node.bmc.password is None:
-            if dbmc.password is None:
-                problems.append(
-                    Problem(
-                        f"{base}.bmc.password",
-                        "missing password reference",
-                        "set {env: VAR} or {secret: name} here or in defaults.bmc.password",
-                    )
+            )
+        if node.bmc.password is None and dbmc.password is None:
+            problems.append(
+                Problem(
+                    f"{base}.bmc.password",
+                    "missing password reference",
+                    "set {env: VAR} or {secret: name} here or in defaults.bmc.password",
                 )
-            else:
-                bmc_update["password"] = dbmc.password
-        if bmc_update:
-            update["bmc"] = node.bmc.model_copy(update=bmc_update)
-        nodes.append(node.model_copy(update=update) if update else node)
-    return spec.model_copy(update={"nodes": nodes}), problems
-
-
-def _resolved_profiles(spec: ClusterSpec) -> dict[str, Profile]:
-    """Node name -> profile, for nodes whose profile resolved."""
-    profiles = known_profiles(spec)
-    return {n.name: profiles[n.profile] for n in spec.nodes if n.profile in profiles}
-
-
-def cross_checks(spec: ClusterSpec) -> list[Problem]:
-    problems: list[Problem] = []
-    problems += _check_unique(spec)
-    problems += _check_roles(spec)
-    problems += _check_subnets(spec)
-    node_profiles = _resolved_profiles(spec)
-    problems += _check_fabric(spec, node_profiles)
-    in_use = {n.profile: node_profiles[n.name] for n in spec.nodes if n.name in node_profiles}
-    problems += check_versions(spec.versions, {k: v for k, v in in_use.items() if k})
-    problems += _check_pins(spec, node_profiles)
-    slots, addr_problems = assign(spec, _assignable(spec, node_profiles))
-    problems += addr_problems
-    problems += _check_addresses(spec, slots)
+            )
     return problems
-
-
-def _assignable(spec: ClusterSpec, node_profiles: dict[str, Profile]) -> dict[int, Profile]:
-    """Nodes that get addresses: resolved, with a unique name and a unique (role, index)."""
-    seen_names: set[str] = set()
-    seen_idx: set[tuple[str, int]] = set()
-    out: dict[int, Profile] = {}
-    for i, n in enumerate(spec.nodes):
-        idx = node_index(n)
-        if n.name in seen_names or idx is None or (n.role, idx) in seen_idx:
-            continue
-        seen_names.add(n.name)
-        seen_idx.add((n.role, idx))
-        if n.name in node_profiles:
-            out[i] = node_profiles[n.name]
-    return out
 
 
 def _check_unique(spec: ClusterSpec) -> list[Problem]:
@@ -305,7 +247,7 @@ def _check_subnets(spec: ClusterSpec) -> list[Problem]:
     return problems
 
 
-def _check_reserved(d: Any, addr: IPv4Address, path: str, what: str) -> list[Problem]:
+def _check_reserved(d: NetDef, addr: IPv4Address, path: str, what: str) -> list[Problem]:
     """A gateway or VIP: inside the subnet, a host address, below every pool."""
     if addr not in d.cidr:
         return [
@@ -336,95 +278,39 @@ def _check_reserved(d: Any, addr: IPv4Address, path: str, what: str) -> list[Pro
     return []
 
 
-def _check_fabric(spec: ClusterSpec, node_profiles: dict[str, Profile]) -> list[Problem]:
-    problems: list[Problem] = []
+def _check_topology(spec: ClusterSpec) -> list[Problem]:
+    """Scalable units: distinct names, each rack in at most one unit."""
     fabric = spec.networks.fabric
-    reported: set[str] = set()
-    for n in spec.nodes:
-        prof = node_profiles.get(n.name)
-        if prof is None or prof.fabric_nics == 0 or n.profile in reported:
-            continue
-        reported.add(str(n.profile))
-        if fabric is None:
-            problems.append(
-                Problem(
-                    "networks.fabric",
-                    f"missing: profile {n.profile} ({n.name}) has {prof.fabric_nics} fabric NICs",
-                    f"add networks.fabric with {prof.fabric_nics} rails",
-                )
+    if fabric is None:
+        return [
+            Problem(
+                f"nodes[{i}].fabric_leaves",
+                f"{n.name} names leaf switches but the site has no networks.fabric",
+                "remove fabric_leaves or add networks.fabric",
             )
-            continue
-        if len(fabric.rails) != prof.fabric_nics:
-            problems.append(
-                Problem(
-                    "networks.fabric.rails",
-                    f"{len(fabric.rails)} rails, but profile {n.profile} ({n.name}) has "
-                    f"{prof.fabric_nics} fabric NICs (one rail per NIC)",
-                    f"list {prof.fabric_nics} rail subnets",
-                )
-            )
-        if prof.fabric_link != fabric.type:
-            problems.append(
-                Problem(
-                    "networks.fabric.type",
-                    f"fabric is {fabric.type}, but profile {n.profile} ({n.name}) has "
-                    f"{prof.fabric_link} NICs",
-                    f"set type: {prof.fabric_link} or use a matching profile",
-                )
-            )
-    return problems
-
-
-def _check_pins(spec: ClusterSpec, node_profiles: dict[str, Profile]) -> list[Problem]:
-    """Pins for networks a node is not on, and fabric pin lists of the wrong length."""
+            for i, n in enumerate(spec.nodes)
+            if n.fabric_leaves is not None
+        ]
+    if fabric.topology is None:
+        return []
     problems: list[Problem] = []
-    for i, n in enumerate(spec.nodes):
-        prof = node_profiles.get(n.name)
-        if prof is None:
-            continue
-        on = set(node_networks(spec, n, prof))
-        a = n.addresses
-        base = f"nodes[{i}].addresses"
-        if a.storage is not None and "storage" not in on:
+    base = "networks.fabric.topology.units"
+    unit_of: dict[str, str] = {}
+    names: set[str] = set()
+    for u, unit in enumerate(fabric.topology.units):
+        if unit.name in names:
             problems.append(
-                Problem(
-                    f"{base}.storage", f"{n.name} is not on the storage network", "remove the pin"
-                )
+                Problem(f"{base}[{u}].name", f"unit {unit.name} is listed twice", "rename one")
             )
-        if a.fabric is not None:
-            rails = sorted(k for k in on if k.startswith("rail"))
-            if len(a.fabric) != len(rails):
+        names.add(unit.name)
+        for k, rack in enumerate(unit.racks):
+            other = unit_of.setdefault(rack, unit.name)
+            if other != unit.name or unit.racks.index(rack) != k:
                 problems.append(
                     Problem(
-                        f"{base}.fabric",
-                        f"{len(a.fabric)} fabric addresses for {len(rails)} rails",
-                        "pin one address per rail, in rail order",
-                    )
-                )
-    return problems
-
-
-def _check_addresses(spec: ClusterSpec, slots: dict[str, list[Slot]]) -> list[Problem]:
-    """No address twice on one network (nodes, gateways and VIPs together)."""
-    problems: list[Problem] = []
-    used: dict[tuple[str, IPv4Address], str] = {}
-    for d in network_defs(spec):
-        if d.gateway is not None:
-            used[(d.key, d.gateway)] = f"the gateway ({d.path.rsplit('.', 1)[0]}.gateway)"
-    for k, vip in enumerate(spec.networks.frontend.vips):
-        used.setdefault(("frontend", vip.address), f"VIP {vip.name} (networks.frontend.vips[{k}])")
-    for node_slots in slots.values():
-        for s in node_slots:
-            key = (s.network, s.address)
-            owner = used.get(key)
-            if owner is None:
-                used[key] = f"{s.node} ({s.path})"
-            else:
-                problems.append(
-                    Problem(
-                        s.path,
-                        f"{s.address} on {s.network} for {s.node} is already taken by {owner}",
-                        "change the pin or the index",
+                        f"{base}[{u}].racks[{k}]",
+                        f"rack {rack} is also in unit {other}",
+                        "list every rack in one unit only",
                     )
                 )
     return problems

@@ -137,6 +137,7 @@ Mac = Annotated[str, BeforeValidator(_mac)]
 HostLabel = Annotated[str, BeforeValidator(_hostname_label)]
 Domain = Annotated[str, BeforeValidator(_domain)]
 Host = Annotated[str, BeforeValidator(_host)]
+RackName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class Strict(BaseModel):
@@ -195,6 +196,9 @@ class Site(Strict):
 
 # --- hardware profiles ------------------------------------------------------------------
 
+# Linux interface names: at most 15 bytes (IFNAMSIZ 16 with the NUL), no '/' or spaces.
+NetdevName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
+
 
 class Profile(Strict):
     """What a node model has; the validation and the roles compare hardware against it."""
@@ -210,6 +214,11 @@ class Profile(Strict):
     nvswitch: bool = False
     fabric_manager: bool = False
     container: bool = False
+    fabric_netdevs: list[NetdevName] | None = Field(
+        default=None,
+        description="OS names of the fabric NICs in rail order, where every node of the model"
+        " has the same ones (e.g. the lab's eth1, eth2); absent: found by rail address",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -222,6 +231,14 @@ class Profile(Strict):
             raise fail("gpu_count > 0 needs gpu_model", "name the model, e.g. H100-SXM5-80GB")
         if self.fabric_nics and self.fabric_link is None:
             raise fail("fabric_nics > 0 needs fabric_link", "infiniband, roce or ethernet")
+        if self.fabric_netdevs is not None:
+            if len(self.fabric_netdevs) != self.fabric_nics:
+                raise fail(
+                    f"{len(self.fabric_netdevs)} fabric_netdevs for {self.fabric_nics} fabric NICs",
+                    "name one interface per fabric NIC, in rail order",
+                )
+            if len(set(self.fabric_netdevs)) != len(self.fabric_netdevs):
+                raise fail("fabric_netdevs names an interface twice", "one name per rail")
         return self
 
 
@@ -316,9 +333,27 @@ class Node(Strict):
     profile: str | None = None
     bmc: Bmc
     boot_mac: Mac = Field(description="MAC of the NIC the node PXE/HTTP-boots from")
-    rack: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    rack: RackName
     position: int = Field(ge=1, le=60, description="rack unit (U) of the node's lowest slot")
     addresses: AddressPins = AddressPins()
+    fabric_leaves: list[HostLabel] | None = Field(
+        default=None,
+        description="leaf switch of each rail, in rail order (overrides networks.fabric.topology)",
+    )
+
+
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+def derived_index(name: str) -> int | None:
+    """The index a node gets from its name when `index:` is absent (`gpu007` -> 7)."""
+    match = _TRAILING_DIGITS.search(name)
+    return int(match.group(1)) if match else None
+
+
+def node_index(node: Node) -> int | None:
+    """The node's slot in its role's address pools: `index:`, else the digits ending its name."""
+    return node.index if node.index is not None else derived_index(node.name)
 
 
 # --- networks ---------------------------------------------------------------------------
@@ -398,6 +433,61 @@ class Roce(Strict):
         return self
 
 
+# Placeholders of a leaf name template: the scalable unit's name and the rail number.
+_LEAF_FIELDS = re.compile(r"\{([^{}]*)\}")
+
+
+class ScalableUnit(Strict):
+    """Racks whose nodes share one leaf switch per rail."""
+
+    name: HostLabel = Field(description="short name used in leaf names, e.g. su1")
+    racks: list[RackName] = Field(min_length=1, description="racks of the unit, by rack name")
+
+
+class Topology(Strict):
+    """How the fabric NICs are cabled (rail-optimized).
+
+    Rule: NIC r of a node plugs into the leaf switch of rail r of the scalable
+    unit that holds the node's rack; the leaf is named by `leaf_name` with
+    {unit} and {rail} filled in. A node's `fabric_leaves` overrides the rule.
+    """
+
+    units: list[ScalableUnit] = Field(min_length=1, description="scalable units, by rack")
+    leaf_name: str = Field(
+        default="{unit}-leaf{rail}", description="leaf switch name, from {unit} and {rail}"
+    )
+    leaves: int | None = Field(default=None, ge=1, description="leaf switches, where known")
+    spines: int | None = Field(default=None, ge=1, description="spine switches, where known")
+    leaf_ports: int | None = Field(
+        default=None, ge=1, description="node-facing ports per leaf, where known"
+    )
+
+    @model_validator(mode="after")
+    def _template(self) -> Topology:
+        fields = _LEAF_FIELDS.findall(self.leaf_name)
+        unknown = sorted(set(fields) - {"unit", "rail"})
+        if unknown:
+            raise fail(
+                f"leaf_name {self.leaf_name!r} has unknown placeholder {{{unknown[0]}}}",
+                "use {unit} and {rail}",
+            )
+        if "rail" not in fields:
+            raise fail(
+                f"leaf_name {self.leaf_name!r} has no {{rail}}",
+                "rail-optimized: every rail has its own leaf, e.g. {unit}-leaf{rail}",
+            )
+        if "unit" not in fields and len(self.units) > 1:
+            raise fail(
+                f"leaf_name {self.leaf_name!r} has no {{unit}} but there are"
+                f" {len(self.units)} units",
+                "add {unit}, e.g. {unit}-leaf{rail}",
+            )
+        return self
+
+    def leaf(self, unit: str, rail: int) -> str:
+        return self.leaf_name.replace("{unit}", unit).replace("{rail}", str(rail))
+
+
 # IB link MTUs the subnet manager can set (InfiniBand Architecture Spec, MTU enum).
 IB_MTUS = (256, 512, 1024, 2048, 4096)
 
@@ -408,6 +498,9 @@ class Fabric(Strict):
     rails: list[Subnet] = Field(min_length=1, description="one subnet per rail")
     pools: Pools = Pools()
     roce: Roce | None = None
+    topology: Topology | None = Field(
+        default=None, description="leaf switches: scalable units by rack (rail-optimized)"
+    )
 
     @model_validator(mode="after")
     def _per_type(self) -> Fabric:
@@ -475,16 +568,6 @@ class ClusterSpec(Strict):
     nodes: list[Node] = Field(min_length=1)
     networks: Networks
     versions: Versions
-
-    # Accessors for a spec returned by load_spec (defaults applied, all resolved).
-
-    def profile(self, name: str) -> Profile:
-        from gpufleet.spec.profiles import BUILTIN_PROFILES
-
-        return self.profiles.get(name) or BUILTIN_PROFILES[name]
-
-    def node_profile(self, node: Node) -> Profile:
-        return self.profile(node.profile or self.defaults.profiles[node.role])
 
     def nodes_by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]

@@ -13,7 +13,9 @@ the IB NDR and the RoCE node) agree.
 
 from __future__ import annotations
 
-from gpufleet.spec.models import Profile
+from collections.abc import Mapping
+
+from gpufleet.spec.models import ClusterSpec, Node, Profile
 
 BUILTIN_PROFILES: dict[str, Profile] = {
     "hgx-h100-8gpu-ib": Profile(
@@ -51,5 +53,20 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         fabric_nics=2,
         fabric_link="ethernet",
         container=True,
+        # gpufleet.lab names the container's interfaces: eth0 is the frontend, the rails follow.
+        fabric_netdevs=["eth1", "eth2"],
     ),
 }
+
+
+def known_profiles(spec: ClusterSpec) -> Mapping[str, Profile]:
+    """Built-in profiles and the site's own (the site may not redefine a built-in)."""
+    return {**BUILTIN_PROFILES, **spec.profiles}
+
+
+def profile_name(spec: ClusterSpec, node: Node) -> str | None:
+    """The profile a node names, else its role's default; None when neither is set.
+
+    The one place the default applies: gpufleet.model resolves every node through it.
+    """
+    return node.profile if node.profile is not None else spec.defaults.profiles.get(node.role)

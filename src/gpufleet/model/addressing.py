@@ -25,25 +25,13 @@ the clash instead of moving anyone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import NamedTuple
 
 from gpufleet.errors import Problem
-from gpufleet.spec.models import ClusterSpec, Network, Node, Pools, Profile, Role
-
-_TRAILING_DIGITS = re.compile(r"(\d+)$")
-
-
-def derived_index(name: str) -> int | None:
-    """The index a node gets from its name when `index:` is absent."""
-    match = _TRAILING_DIGITS.search(name)
-    return int(match.group(1)) if match else None
-
-
-def node_index(node: Node) -> int | None:
-    return node.index if node.index is not None else derived_index(node.name)
+from gpufleet.spec.models import ClusterSpec, Node, Profile, node_index
+from gpufleet.spec.networks import network_defs, pool_bounds
 
 
 def hostname(node: str, network: str, domain: str) -> str:
@@ -53,17 +41,6 @@ def hostname(node: str, network: str, domain: str) -> str:
     if network == "oob":
         return f"{node}-bmc.{domain}"
     return f"{node}-{network}.{domain}"
-
-
-def pool_bounds(subnet: IPv4Network, pools: Pools) -> dict[Role, tuple[int, int]]:
-    """Offset range [start, end) of each role's pool inside subnet."""
-    ordered = sorted(pools.offsets().items(), key=lambda kv: kv[1])
-    last = subnet.num_addresses - 1  # the broadcast offset
-    bounds: dict[Role, tuple[int, int]] = {}
-    for i, (role, start) in enumerate(ordered):
-        end = ordered[i + 1][1] if i + 1 < len(ordered) else last
-        bounds[role] = (start, min(end, last))
-    return bounds
 
 
 def bmc_url_ip(url: str) -> IPv4Address | None:
@@ -77,49 +54,8 @@ def bmc_url_ip(url: str) -> IPv4Address | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class NetDef:
-    """One subnet that nodes get addresses on."""
-
-    key: str  # oob, frontend, storage, rail0, rail1, ...
-    path: str  # spec path of the subnet
-    cidr: IPv4Network
-    pools: Pools
-    pools_path: str
-    gateway: IPv4Address | None
-    mtu: int
-
-
-def network_defs(spec: ClusterSpec) -> list[NetDef]:
-    nets = spec.networks
-
-    def plain(key: str, net: Network) -> NetDef:
-        p = f"networks.{key}"
-        return NetDef(key, f"{p}.cidr", net.cidr, net.pools, f"{p}.pools", net.gateway, net.mtu)
-
-    out = [plain("oob", nets.oob), plain("frontend", nets.frontend)]
-    if nets.storage is not None:
-        out.append(plain("storage", nets.storage))
-    if nets.fabric is not None:
-        fab = nets.fabric
-        for r, cidr in enumerate(fab.rails):
-            out.append(
-                NetDef(
-                    f"rail{r}",
-                    f"networks.fabric.rails[{r}]",
-                    cidr,
-                    fab.pools,
-                    "networks.fabric.pools",
-                    None,
-                    fab.mtu,
-                )
-            )
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """One interface address of one node."""
+class Slot(NamedTuple):
+    """One interface address of one node, with the spec path it came from."""
 
     node: str
     network: str
@@ -127,7 +63,7 @@ class Slot:
     cidr: IPv4Network
     hostname: str
     pinned: bool
-    path: str  # where in the spec this address came from
+    path: str  # where in the spec this address came from (for problem lines)
 
 
 def node_networks(spec: ClusterSpec, node: Node, profile: Profile) -> list[str]:
@@ -144,19 +80,20 @@ def node_networks(spec: ClusterSpec, node: Node, profile: Profile) -> list[str]:
 
 def assign(
     spec: ClusterSpec, profiles: Mapping[int, Profile]
-) -> tuple[dict[str, list[Slot]], list[Problem]]:
+) -> tuple[dict[int, list[Slot]], list[Problem]]:
     """Compute every node's addresses; report pins outside subnets and exhausted pools.
 
     `profiles` maps the position of each node in `spec.nodes` to its resolved
     profile; nodes missing from it (their profile, name or index is already
     reported as a problem) are skipped.
-    Duplicate addresses are left to the caller (gpufleet.spec.checks).
+    Returns the slots by node position. Duplicate addresses are left to the
+    caller (gpufleet.model.build checks them over all nodes).
     """
     problems: list[Problem] = []
     defs = {d.key: d for d in network_defs(spec)}
     bounds = {k: pool_bounds(d.cidr, d.pools) for k, d in defs.items()}
     domain = spec.site.domain
-    out: dict[str, list[Slot]] = {}
+    out: dict[int, list[Slot]] = {}
     oob = spec.networks.oob.cidr
     reported: set[tuple[str, str]] = set()  # one exhaustion line per node and pool set
 
@@ -246,5 +183,5 @@ def assign(
                     node.name, key, d.cidr.network_address + offset, d.cidr, name, False, index_path
                 )
             )
-        out[node.name] = slots
+        out[i] = slots
     return out, problems

@@ -1,0 +1,322 @@
+"""Spec -> Cluster: resolve every node once, assign addresses and leaves, check what needs them.
+
+`build_cluster` runs on any spec that passed the schema, also one with
+problems of its own (gpufleet.spec.checks): nodes whose profile, index or name
+is unusable are left out, so that every other problem is still found in the
+same pass. It returns the Cluster only when it found nothing wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import MappingProxyType
+
+from gpufleet.errors import Problem
+from gpufleet.model.addressing import Slot, assign, hostname, node_networks
+from gpufleet.model.fabric import Leaves, assign_leaves
+from gpufleet.model.types import (
+    Bmc,
+    Cluster,
+    Fabric,
+    Interface,
+    Node,
+    RailInterface,
+    Site,
+    Subnet,
+    VersionLock,
+    Vip,
+)
+from gpufleet.spec.checks import spec_problems
+from gpufleet.spec.compat import check_versions
+from gpufleet.spec.models import ClusterSpec, Profile, node_index
+from gpufleet.spec.networks import network_defs, pool_bounds
+from gpufleet.spec.profiles import known_profiles, profile_name
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """What one node of the spec resolves to, before addresses."""
+
+    profile_name: str
+    profile: Profile
+    index: int
+    networks: tuple[str, ...]  # oob, frontend, storage?, rail0 ...
+    bmc: Bmc | None  # None while a credential is missing (reported by gpufleet.spec.checks)
+
+
+def _resolve(spec: ClusterSpec) -> dict[int, _Resolved]:
+    """Nodes that get addresses, by position: a known profile, an index, and a name
+    and (role, index) not taken by an earlier node. gpufleet.spec.checks reports
+    the others."""
+    profiles = known_profiles(spec)
+    dbmc = spec.defaults.bmc
+    names: set[str] = set()
+    slots: set[tuple[str, int]] = set()
+    out: dict[int, _Resolved] = {}
+    for i, node in enumerate(spec.nodes):
+        index = node_index(node)
+        if node.name in names or index is None or (node.role, index) in slots:
+            continue
+        names.add(node.name)
+        slots.add((node.role, index))
+        name = profile_name(spec, node)
+        profile = profiles.get(name) if name is not None else None
+        if name is None or profile is None:
+            continue
+        username = node.bmc.username if node.bmc.username is not None else dbmc.username
+        password = node.bmc.password if node.bmc.password is not None else dbmc.password
+        bmc = (
+            Bmc(node.bmc.url, username, password, node.bmc.verify_tls)
+            if username is not None and password is not None
+            else None
+        )
+        networks = tuple(node_networks(spec, node, profile))
+        out[i] = _Resolved(name, profile, index, networks, bmc)
+    return out
+
+
+def build_cluster(
+    spec: ClusterSpec, spec_file: Path | None = None
+) -> tuple[Cluster | None, list[Problem]]:
+    """The resolved cluster of a spec that passed the schema, and every problem found.
+
+    The problems are those of the document (`gpufleet.spec.spec_problems`) and
+    the rules that need resolved nodes: fabric vs profiles, the version lock vs
+    the profiles in use, address pins, addresses, leaf switches. The cluster is
+    None when there is any problem.
+    """
+    problems = spec_problems(spec)
+    resolved = _resolve(spec)
+    problems += _check_fabric(spec, resolved)
+    in_use = {r.profile_name: r.profile for r in resolved.values()}
+    problems += check_versions(spec.versions, in_use)
+    problems += _check_pins(spec, resolved)
+    slots, addr_problems = assign(spec, {i: r.profile for i, r in resolved.items()})
+    problems += addr_problems
+    problems += _check_addresses(spec, slots)
+    rails_of = {i: sum(k.startswith("rail") for k in r.networks) for i, r in resolved.items()}
+    leaves, leaf_problems = assign_leaves(spec, rails_of)
+    problems += leaf_problems
+    if problems:
+        return None, problems
+    if len(resolved) != len(spec.nodes) or len(slots) != len(spec.nodes):
+        # Every reason to leave a node out is a problem above; this guards the invariant.
+        left = len(spec.nodes) - min(len(resolved), len(slots))
+        return None, [Problem("nodes", f"{left} nodes did not resolve", "run with --debug")]
+    return _cluster(spec, spec_file, resolved, slots, leaves), problems
+
+
+def _check_fabric(spec: ClusterSpec, resolved: dict[int, _Resolved]) -> list[Problem]:
+    """Every profile with fabric NICs matches the fabric: one rail per NIC, the same link."""
+    problems: list[Problem] = []
+    fabric = spec.networks.fabric
+    reported: set[str] = set()
+    for i, r in resolved.items():
+        prof, pname, name = r.profile, r.profile_name, spec.nodes[i].name
+        if prof.fabric_nics == 0 or pname in reported:
+            continue
+        reported.add(pname)
+        if fabric is None:
+            problems.append(
+                Problem(
+                    "networks.fabric",
+                    f"missing: profile {pname} ({name}) has {prof.fabric_nics} fabric NICs",
+                    f"add networks.fabric with {prof.fabric_nics} rails",
+                )
+            )
+            continue
+        if len(fabric.rails) != prof.fabric_nics:
+            problems.append(
+                Problem(
+                    "networks.fabric.rails",
+                    f"{len(fabric.rails)} rails, but profile {pname} ({name}) has "
+                    f"{prof.fabric_nics} fabric NICs (one rail per NIC)",
+                    f"list {prof.fabric_nics} rail subnets",
+                )
+            )
+        if prof.fabric_link != fabric.type:
+            problems.append(
+                Problem(
+                    "networks.fabric.type",
+                    f"fabric is {fabric.type}, but profile {pname} ({name}) has "
+                    f"{prof.fabric_link} NICs",
+                    f"set type: {prof.fabric_link} or use a matching profile",
+                )
+            )
+    return problems
+
+
+def _check_pins(spec: ClusterSpec, resolved: dict[int, _Resolved]) -> list[Problem]:
+    """Pins for networks a node is not on, and fabric pin lists of the wrong length."""
+    problems: list[Problem] = []
+    for i, r in resolved.items():
+        n = spec.nodes[i]
+        a = n.addresses
+        base = f"nodes[{i}].addresses"
+        if a.storage is not None and "storage" not in r.networks:
+            problems.append(
+                Problem(
+                    f"{base}.storage", f"{n.name} is not on the storage network", "remove the pin"
+                )
+            )
+        if a.fabric is not None:
+            rails = sum(k.startswith("rail") for k in r.networks)
+            if len(a.fabric) != rails:
+                problems.append(
+                    Problem(
+                        f"{base}.fabric",
+                        f"{len(a.fabric)} fabric addresses for {rails} rails",
+                        "pin one address per rail, in rail order",
+                    )
+                )
+    return problems
+
+
+def _check_addresses(spec: ClusterSpec, slots: dict[int, list[Slot]]) -> list[Problem]:
+    """No address twice on one network (nodes, gateways and VIPs together)."""
+    problems: list[Problem] = []
+    used: dict[tuple[str, IPv4Address], str] = {}
+    for d in network_defs(spec):
+        if d.gateway is not None:
+            used[(d.key, d.gateway)] = f"the gateway ({d.path.rsplit('.', 1)[0]}.gateway)"
+    for k, vip in enumerate(spec.networks.frontend.vips):
+        used.setdefault(("frontend", vip.address), f"VIP {vip.name} (networks.frontend.vips[{k}])")
+    for node_slots in slots.values():
+        for s in node_slots:
+            key = (s.network, s.address)
+            owner = used.get(key)
+            if owner is None:
+                used[key] = f"{s.node} ({s.path})"
+            else:
+                problems.append(
+                    Problem(
+                        s.path,
+                        f"{s.address} on {s.network} for {s.node} is already taken by {owner}",
+                        "change the pin or the index",
+                    )
+                )
+    return problems
+
+
+def _cluster(
+    spec: ClusterSpec,
+    spec_file: Path | None,
+    resolved: dict[int, _Resolved],
+    slots: dict[int, list[Slot]],
+    leaves: dict[int, Leaves],
+) -> Cluster:
+    nodes: list[Node] = []
+    for i, r in resolved.items():
+        n = spec.nodes[i]
+        if r.bmc is None:
+            raise ValueError(f"{n.name}: BMC credentials unresolved in a spec without problems")
+        by_net = {s.network: s for s in slots[i]}
+        netdevs = r.profile.fabric_netdevs
+        node_leaves = leaves.get(i, ())
+        rail_slots = [s for s in slots[i] if s.network.startswith("rail")]
+        rails = tuple(
+            RailInterface(
+                s.network,
+                s.address,
+                s.cidr,
+                s.hostname,
+                s.pinned,
+                rail=k,
+                netdev=netdevs[k] if netdevs else None,
+                leaf=node_leaves[k],
+            )
+            for k, s in enumerate(rail_slots)
+        )
+        storage = by_net.get("storage")
+        nodes.append(
+            Node(
+                name=n.name,
+                role=n.role,
+                index=r.index,
+                profile_name=r.profile_name,
+                profile=r.profile,
+                bmc=r.bmc,
+                boot_mac=n.boot_mac,
+                rack=n.rack,
+                position=n.position,
+                oob=_iface(by_net["oob"]),
+                frontend=_iface(by_net["frontend"]),
+                storage=_iface(storage) if storage is not None else None,
+                rails=rails,
+            )
+        )
+    nodes.sort(key=lambda node: node.name)
+    site = spec.site
+    front = spec.networks.frontend
+    fabric = spec.networks.fabric
+    return Cluster(
+        site=Site(
+            name=site.name,
+            domain=site.domain,
+            ntp_servers=tuple(site.ntp_servers),
+            admin_cidrs=tuple(site.admin_cidrs),
+            ssh_user=site.ssh.user,
+            ssh_public_keys=tuple(site.ssh.public_keys),
+        ),
+        nodes=tuple(nodes),
+        subnets=_subnets(spec),
+        vips=tuple(
+            Vip(v.name, v.address, front.cidr, hostname(v.name, "frontend", site.domain))
+            for v in front.vips
+        ),
+        fabric=(
+            Fabric(
+                type=fabric.type,
+                mtu=fabric.mtu,
+                rails=tuple(fabric.rails),
+                roce=fabric.roce,
+                leaves=tuple(sorted({leaf for ls in leaves.values() for leaf in ls if leaf})),
+                spines=fabric.topology.spines if fabric.topology is not None else None,
+            )
+            if fabric is not None
+            else None
+        ),
+        versions=_versions(spec),
+        profiles=MappingProxyType(
+            {r.profile_name: r.profile for r in sorted(resolved.values(), key=_by_profile)}
+        ),
+        spec_file=spec_file,
+    )
+
+
+def _by_profile(r: _Resolved) -> str:
+    return r.profile_name
+
+
+def _iface(s: Slot) -> Interface:
+    return Interface(s.network, s.address, s.cidr, s.hostname, s.pinned)
+
+
+def _subnets(spec: ClusterSpec) -> tuple[Subnet, ...]:
+    out = []
+    for d in network_defs(spec):
+        bounds = pool_bounds(d.cidr, d.pools)
+        pools = tuple(
+            (role, d.cidr.network_address + a, d.cidr.network_address + b - 1)
+            for role, (a, b) in sorted(bounds.items(), key=lambda kv: kv[1])
+        )
+        out.append(Subnet(d.key, d.cidr, d.gateway, d.mtu, d.vlan, pools))
+    return tuple(out)
+
+
+def _versions(spec: ClusterSpec) -> VersionLock:
+    v = spec.versions
+    return VersionLock(
+        nvidia_driver_branch=v.nvidia_driver.branch,
+        nvidia_driver_version=v.nvidia_driver.version,
+        nvidia_driver_open_kernel_modules=v.nvidia_driver.open_kernel_modules,
+        fabric_manager=v.fabric_manager,
+        cuda_toolkit=v.cuda_toolkit,
+        dcgm=v.dcgm,
+        doca_ofed=v.doca_ofed,
+        nccl=v.nccl,
+        nccl_tests=v.nccl_tests,
+        slurm=v.slurm,
+    )
