@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpufleet.verify.nccl import LogLine, NcclLog, NcclRun, SizeRow
+from gpufleet.verify.nccl import LogLine, NcclLog, NcclRun, SizeRow, rounding_slack
 from gpufleet.verify.thresholds import Floors, NcclPack, ThresholdSet, parse_profile
 from gpufleet.verify.verdict import Status, Verdict, worst
 
@@ -146,7 +146,32 @@ def _measure_row(run: NcclRun, floors: Floors | None) -> tuple[SizeRow | None, b
     largest = max(rows, key=lambda r: r.size_bytes)
     if floors is None:
         return largest, True
-    return largest, largest.size_bytes >= floors.measure_at_bytes
+    slack = rounding_slack(largest, run.n_ranks)
+    return largest, largest.size_bytes > floors.measure_at_bytes - slack
+
+
+def _interleaving_findings(run: NcclRun, notes: list[str]) -> list[tuple[Status, str]]:
+    """Rows that may belong to another run of the same file: a warning where the
+    judged sizes are concerned, a note for the small, latency-bound ones."""
+    sizes = sorted(run.ambiguous_sizes)
+    others = ", ".join(f"line {n}" for n in sorted(run.interleaved_with))
+    what = (
+        f"the lines of this run and of the run starting at {others} are interleaved "
+        "with nothing telling them apart (same sizes, type and op, no launch prefix)"
+    )
+    large = [s for s in sizes if s >= _ZERO_BUSBW_MIN_BYTES]
+    if not large:
+        notes.append(f"{what}: rows up to {fmt_size(sizes[-1])} may belong to either run")
+        return []
+    span = fmt_size(large[0]) if len(large) == 1 else f"{fmt_size(large[0])}..{fmt_size(large[-1])}"
+    return [
+        (
+            Status.WARN,
+            f"{what}: the rows at {span} may belong to the other run, so this verdict may "
+            "be the other run's; give each launch its own output file (srun --output=%j.log) "
+            "or a prefix naming it ([host:pid], a group with its pid)",
+        )
+    ]
 
 
 def _summarize_errors(lines: list[LogLine]) -> str:
@@ -321,12 +346,12 @@ def judge_run(
         elif seen is None:
             notes.append("rank count unknown (no device list): expected ranks not checked")
 
-    # Sizes.
+    # Sizes: all_gather, reduce_scatter and alltoall print a little less than requested.
     sizes = [r.size_bytes for r in run.rows]
     expected = run.expected_sizes()
     partial = bool(log and log.partial)
     want_max = options.expected_max_bytes
-    if want_max is not None and max(sizes) < want_max:
+    if want_max is not None and max(sizes) < want_max and run.size_reached(want_max) is None:
         findings.append(
             (
                 Status.FAIL,
@@ -334,7 +359,7 @@ def judge_run(
                 f"{fmt_size(want_max)}: the run ended early or was started with a smaller -e",
             )
         )
-    missing = [s for s in expected if s not in set(sizes)]
+    missing = run.missing_sizes()
     if missing and expected:
         if partial:
             notes.append(
@@ -358,6 +383,10 @@ def judge_run(
                     f"(first {fmt_size(missing[0])})",
                 )
             )
+
+    # Rows of two runs of one file that nothing tells apart.
+    if run.ambiguous_sizes:
+        findings.extend(_interleaving_findings(run, notes))
 
     # Log lines.
     if run.warnings:
@@ -578,11 +607,15 @@ def _collapse_findings(
 
 
 def judge_log(log: NcclLog, thresholds: ThresholdSet, options: JudgeOptions) -> list[RunJudgement]:
-    """Judge every run of one log."""
+    """Judge every run of one log; runs that would read alike name their first line."""
     judgements = [judge_run(run, thresholds, options, log.source, log) for run in log.runs]
     if not judgements and log.errors:
         run = NcclRun(start_line=log.errors[0].line, errors=list(log.errors))
         judgements.append(judge_run(run, thresholds, options, log.source, log))
+    subjects = Counter(j.verdict.subject for j in judgements)
+    for j in judgements:
+        if subjects[j.verdict.subject] > 1 and j.verdict.subject.endswith("]"):
+            j.verdict.subject = f"{j.verdict.subject[:-1]}:{j.run.start_line}]"
     return judgements
 
 
