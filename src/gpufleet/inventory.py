@@ -162,6 +162,7 @@ def derived_facts(cluster: Cluster, node: Node) -> dict[str, Any]:
         "gpufleet_fabric_leaves": [x for x in leaves if x] if all(leaves) else [],
         "gpufleet_pcie_gen": prof.pcie_gen,
         "gpufleet_pcie_width": prof.pcie_width,
+        "gpufleet_nvlinks_per_gpu": prof.nvlinks_per_gpu,
     }
 
 

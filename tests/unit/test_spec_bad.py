@@ -1,16 +1,21 @@
 """Malformed specs: every one is rejected with the exact path and a useful message.
 
-Each file under tests/data/bad_specs/ is constructed: tests/data/specs/minimal-ib.yaml
-with one defect (its first line says which). The table maps file -> the path of the
-expected problem, a fragment of its text (message or fix), and how many problems
-the file yields in total (so a check that fires twice or not at all shows up).
+Every case is constructed: tests/data/specs/minimal-ib.yaml with one defect,
+given as text edits (so YAML-level defects, such as an unquoted MAC or a
+duplicate key, stay possible). The table gives the defect, the path of the
+expected problem, a fragment of its text (message or fix), and how many
+problems the spec yields in total (so a check that fires twice or not at all
+shows up). Each case runs through `load_cluster` and through the CLI
+(`validate`, `plan`, `inventory --write`: exit 2, one line per problem, no
+file written).
 """
 
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,241 +24,425 @@ import gpufleet.cli
 from gpufleet.errors import UserError
 from gpufleet.model import load_cluster
 
-BAD = Path(__file__).resolve().parents[1] / "data" / "bad_specs"
-
-# file stem, expected path, fragment of "message (fix: hint)", total problems
-CASES: list[tuple[str, str, str, int]] = [
-    ("typo-node-key", "nodes[3].boot_mca", "did you mean 'boot_mac'", 2),
-    ("typo-top-key", "versoins", "did you mean 'versions'", 2),
-    ("typo-site-key", "site.ntp_server", "did you mean 'ntp_servers'", 2),
-    ("typo-fabric-key", "networks.fabric.rials", "did you mean 'rails'", 2),
-    ("missing-site-domain", "site.domain", "required key 'domain' is missing", 1),
-    ("missing-versions-dcgm", "versions.dcgm", "required key 'dcgm' is missing", 1),
-    ("role-unknown", "nodes[4].role", "is not allowed", 1),
-    ("role-typo", "nodes[4].role", "did you mean 'monitoring'", 1),
-    ("bmc-password-plain", "nodes[3].bmc.password", "must never be written", 1),
-    ("bmc-password-ref-both", "defaults.bmc.password", "exactly one of env or secret", 1),
-    ("bmc-password-missing", "nodes[0].bmc.password", "missing password reference", 5),
-    ("bmc-url-not-redfish", "nodes[3].bmc.url", "does not name a Redfish system", 1),
-    ("bmc-url-scheme", "nodes[4].bmc.url", "is not an http(s) URL", 1),
-    ("bmc-url-http-remote", "nodes[4].bmc.url", "plain http", 1),
-    ("bmc-url-outside-oob", "nodes[4].bmc.url", "outside the oob network", 1),
-    ("bmc-url-duplicate", "nodes[4].bmc.url", "this BMC URL is also used by gpu001", 2),
-    ("mac-invalid", "nodes[4].boot_mac", "is not a MAC address", 1),
-    ("mac-read-as-number", "nodes[4].boot_mac", "read as a number by YAML", 1),
-    ("mac-multicast", "nodes[4].boot_mac", "multicast", 1),
-    ("mac-duplicate", "nodes[4].boot_mac", "boot MAC 02:00:00:00:01:01 is also used by gpu001", 1),
-    ("name-duplicate", "nodes[4].name", "name gpu001 is also used by gpu001 (nodes[3])", 2),
-    ("name-invalid", "nodes[4].name", "not a valid host name", 1),
-    ("rack-position-duplicate", "nodes[4].position", "rack r2 U1 is also used by gpu001", 1),
-    ("position-zero", "nodes[4].position", "greater than or equal to 1", 1),
-    ("index-duplicate", "nodes[4].index", "gpu index 1 is also used by gpu001", 1),
-    ("index-underivable", "nodes[0].index", "does not end in digits", 1),
-    ("no-head-node", "nodes", "no head node", 1),
-    ("lb-odd", "nodes", "1 lb nodes: load balancers run in pairs", 1),
-    ("vips-without-lb", "networks.frontend.vips", "VIPs need lb nodes", 1),
-    (
-        "vip-outside-subnet",
-        "networks.frontend.vips[0].address",
-        "outside its subnet 10.1.0.0/24",
-        1,
-    ),
-    ("vip-in-pool", "networks.frontend.vips[0].address", "lies in the gpu address pool", 1),
-    ("vip-name-duplicate", "networks.frontend.vips[1].name", "used twice", 1),
-    (
-        "gateway-outside-subnet",
-        "networks.frontend.gateway",
-        "gateway 10.2.0.1 is outside its subnet",
-        1,
-    ),
-    ("subnet-host-bits", "networks.oob.cidr", 'did you mean "10.0.0.0/24"', 1),
-    ("subnet-invalid", "networks.oob.cidr", "is not an IPv4 subnet", 1),
-    (
-        "subnets-overlap-rails",
-        "networks.fabric.rails[1]",
-        "overlaps networks.fabric.rails[0] 10.10.0.0/24",
-        1,
-    ),
-    (
-        "subnets-overlap-storage",
-        "networks.storage.cidr",
-        "overlaps networks.frontend.cidr 10.1.0.0/24",
-        1,
-    ),
-    ("pool-exhausted", "nodes[4].index", "pool exhausted", 2),
-    (
-        "pool-offset-outside",
-        "networks.oob.pools.gpu",
-        "pool offset 300 lies outside 10.0.0.0/24",
-        1,
-    ),
-    (
-        "pool-offset-shared",
-        "networks.frontend.pools.lb",
-        "pool offset 10 is also the head pool's",
-        2,
-    ),
-    (
-        "rails-vs-profile",
-        "networks.fabric.rails",
-        "4 rails, but profile hgx-h100-8gpu-ib (gpu001) has 8 fabric NICs",
-        1,
-    ),
-    (
-        "fabric-missing",
-        "networks.fabric",
-        "missing: profile hgx-h100-8gpu-ib (gpu001) has 8 fabric NICs",
-        1,
-    ),
-    (
-        "fabric-type-mismatch",
-        "networks.fabric.type",
-        "fabric is roce, but profile hgx-h100-8gpu-ib (gpu001) has infiniband NICs",
-        1,
-    ),
-    ("roce-settings-missing", "networks.fabric", "needs its lossless class", 1),
-    (
-        "roce-tc-mismatch",
-        "networks.fabric.roce",
-        "traffic_class 96 carries DSCP 24, not dscp 26",
-        1,
-    ),
-    ("roce-pfc-range", "networks.fabric.roce.pfc_priority", "less than or equal to 7", 1),
-    ("ib-mtu", "networks.fabric", "InfiniBand MTU 9000 is not one of", 1),
-    ("vlan-range", "networks.oob.vlan", "less than or equal to 4094", 1),
-    (
-        "fabric-manager-mismatch",
-        "versions.fabric_manager",
-        "Fabric Manager 550.120 differs from driver 550.127.05",
-        1,
-    ),
-    (
-        "fabric-manager-missing",
-        "versions.fabric_manager",
-        "missing: profile hgx-h100-8gpu-ib runs NVSwitch Fabric Manager",
-        1,
-    ),
-    (
-        "driver-branch-mismatch",
-        "versions.nvidia_driver.version",
-        "driver 535.161.08 is not on branch 550",
-        1,
-    ),
-    (
-        "cuda-needs-newer-driver",
-        "versions.cuda_toolkit",
-        "CUDA 13.x needs driver branch 580 or newer",
-        1,
-    ),
-    ("cuda-unknown-major", "versions.cuda_toolkit", "not in the compatibility table", 1),
-    ("dcgm-needs-newer-driver", "versions.dcgm", "DCGM 4.x needs driver branch 525 or newer", 1),
-    (
-        "open-modules-old-branch",
-        "versions.nvidia_driver.open_kernel_modules",
-        "open kernel modules first shipped with R515",
-        1,
-    ),
-    ("version-read-as-float", "versions.cuda_toolkit", "12.4 was read as a number by YAML", 1),
-    ("nccl-cuda-mismatch", "versions.nccl", "is for CUDA 11, the toolkit is CUDA 12", 1),
-    ("nccl-tests-tag-format", "versions.nccl_tests", "git tag, e.g. v2.13.11", 1),
-    ("profile-unknown", "nodes[4].profile", "did you mean 'hgx-h100-8gpu-ib'", 1),
-    ("profile-default-unknown", "defaults.profiles.head", "unknown profile 'cpu-servre'", 1),
-    ("profile-builtin-redefined", "profiles.lab", "is a built-in profile", 1),
-    (
-        "profile-fm-without-nvswitch",
-        "profiles.pcie-box",
-        "fabric_manager: true needs nvswitch: true",
-        1,
-    ),
-    ("ssh-private-key", "site.ssh.public_keys[0]", "this is a private key", 1),
-    ("site-name-invalid", "site.name", "not a valid host name", 1),
-    ("admin-cidrs-empty", "site.admin_cidrs", "must not be empty", 1),
-    ("nodes-empty", "nodes", "must not be empty", 1),
-    ("spec-version-wrong", "spec_version", "is not allowed", 1),
-    (
-        "pin-outside-subnet",
-        "nodes[4].addresses.frontend",
-        "10.2.0.9 is outside frontend 10.1.0.0/24",
-        1,
-    ),
-    (
-        "pin-collision",
-        "nodes[4].addresses.frontend",
-        "10.1.0.101 on frontend for gpu002 is already taken by gpu001",
-        1,
-    ),
-    (
-        "pin-storage-without-network",
-        "nodes[4].addresses.storage",
-        "gpu002 is not on the storage network",
-        1,
-    ),
-    ("pin-fabric-count", "nodes[4].addresses.fabric", "2 fabric addresses for 8 rails", 1),
-    ("yaml-duplicate-key", "line 39", "duplicate key 'role' (first at line 39)", 1),
-    ("yaml-syntax", "line 7, column 14", "YAML syntax error", 1),
-    ("not-a-mapping", "", "expected a mapping", 1),
-]
+MINIMAL = Path(__file__).resolve().parents[1] / "data" / "specs" / "minimal-ib.yaml"
+# The spec without its two header lines; each case starts with its own one-line header.
+BODY = MINIMAL.read_text().split("\n", 2)[2]
+NODES = BODY[BODY.index("\n  - {name: head01") : BODY.rindex("\n")]
+FABRIC = BODY[BODY.index("  fabric:\n") : BODY.index("versions:")]
 
 
-def test_table_covers_every_file() -> None:
-    files = sorted(p.stem for p in BAD.glob("*.yaml"))
-    assert len(files) >= 40
-    assert files == sorted(c[0] for c in CASES)
+@dataclass(frozen=True)
+class Edit:
+    """Replace `old` by `new`: in the one line containing `line`, or else in the whole text.
+
+    `old` must occur exactly once where it is looked for; `old=None` drops the line.
+    """
+
+    old: str | None
+    new: str = ""
+    line: str | None = None
 
 
-def test_every_file_says_what_is_constructed() -> None:
-    for path in BAD.glob("*.yaml"):
-        assert path.read_text().startswith("# constructed: "), path.name
+def on(node: str, old: str, new: str) -> Edit:
+    """An edit inside the entry of one node (the nodes are one line each)."""
+    return Edit(old, new, line=f"name: {node},")
 
 
-@pytest.mark.parametrize(("stem", "path", "fragment", "count"), CASES, ids=[c[0] for c in CASES])
-def test_bad_spec_reports_path_and_message(stem: str, path: str, fragment: str, count: int) -> None:
+def drop(line: str) -> Edit:
+    return Edit(None, "", line=line)
+
+
+@dataclass(frozen=True)
+class Case:
+    stem: str
+    defect: str  # what is constructed, as the header of the file says
+    edits: tuple[Edit, ...]
+    path: str
+    fragment: str
+    count: int
+
+    def text(self) -> str:
+        text = BODY
+        for e in self.edits:
+            if e.line is None:
+                assert e.old is not None and text.count(e.old) == 1, (self.stem, e.old)
+                text = text.replace(e.old, e.new)
+                continue
+            hits = [ln for ln in text.splitlines(keepends=True) if e.line in ln]
+            assert len(hits) == 1 and text.count(hits[0]) == 1, (self.stem, e.line)
+            if e.old is None:
+                text = text.replace(hits[0], "")
+            else:
+                assert hits[0].count(e.old) == 1, (self.stem, e.old)
+                text = text.replace(hits[0], hits[0].replace(e.old, e.new))
+        return f"# constructed: {self.defect}\n{text}"
+
+
+def case(stem: str, defect: str, edits: list[Edit], path: str, fragment: str, count: int) -> Case:
+    return Case(stem, defect, tuple(edits), path, fragment, count)
+
+
+def lock(branch: str, version: str, cuda: str, dcgm: str = "3.3.9") -> Edit:
+    """The version lock with another driver branch (and CUDA, DCGM) in one edit."""
+    return Edit(
+        '{branch: "550", version: "550.127.05", open_kernel_modules: true}\n'
+        '  fabric_manager: "550.127.05"\n  cuda_toolkit: "12.4.1"\n  dcgm: "3.3.9"',
+        f'{{branch: "{branch}", version: "{version}", open_kernel_modules: true}}\n'
+        f'  fabric_manager: "{version}"\n  cuda_toolkit: "{cuda}"\n  dcgm: "{dcgm}"',
+    )
+
+
+ROCE_PROFILE = Edit("gpu: hgx-h100-8gpu-ib", "gpu: hgx-h100-8gpu-roce")
+
+
+def roce(extra: str = "") -> Edit:
+    return Edit("type: infiniband\n    mtu: 4096", f"type: roce\n    mtu: 9000{extra}")
+
+
+def pin(pins: str) -> Edit:
+    return on("gpu002", "rack: r2", f"addresses: {{{pins}}}, rack: r2")
+
+
+def topology(body: str) -> Edit:
+    """networks.fabric.topology (the two GPU nodes sit in rack r2)."""
+    return Edit('"10.17.0.0/24"]\n', f'"10.17.0.0/24"]\n    topology: {{{body}}}\n')
+
+
+LEAVES = ", ".join(f"leaf{r}" for r in range(8))
+
+
+def site_profile(entry: str) -> Edit:
+    return Edit('ops@test"]\n', f'ops@test"]\nprofiles:\n  {entry}\n')
+
+
+CASES: list[Case] = [
+    case("typo-node-key", "node key boot_mac misspelt boot_mca",
+         [on("gpu001", "boot_mac:", "boot_mca:")],
+         "nodes[3].boot_mca", "did you mean 'boot_mac'", 2),
+    case("typo-top-key", "top-level key versions misspelt versoins",
+         [Edit("versions:", "versoins:")], "versoins", "did you mean 'versions'", 2),
+    case("typo-site-key", "site key ntp_servers misspelt ntp_server",
+         [Edit("ntp_servers:", "ntp_server:")], "site.ntp_server", "did you mean 'ntp_servers'", 2),
+    case("typo-fabric-key", "fabric key rails misspelt rials",
+         [Edit("    rails:", "    rials:")], "networks.fabric.rials", "did you mean 'rails'", 2),
+    case("missing-site-domain", "site.domain removed", [drop("domain: tiny.example.net")],
+         "site.domain", "required key 'domain' is missing", 1),
+    case("missing-versions-dcgm", "versions.dcgm removed", [drop('dcgm: "3.3.9"')],
+         "versions.dcgm", "required key 'dcgm' is missing", 1),
+    case("role-unknown", "role compute is not a role", [on("gpu002", "role: gpu", "role: compute")],
+         "nodes[4].role", "is not allowed", 1),
+    case("role-typo", "role monitor instead of monitoring",
+         [on("gpu002", "role: gpu", "role: monitor")],
+         "nodes[4].role", "did you mean 'monitoring'", 1),
+    case("bmc-password-plain", "a BMC password written in the spec",
+         [on("gpu001", 'Systems/1"}', 'Systems/1", password: hunter2}')],
+         "nodes[3].bmc.password", "must never be written", 1),
+    case("bmc-password-ref-both", "password reference with both env and secret",
+         [Edit("{env: BMC_PASSWORD}", "{env: BMC_PASSWORD, secret: bmc}")],
+         "defaults.bmc.password", "exactly one of env or secret", 1),
+    case("bmc-password-missing", "no password reference anywhere",
+         [Edit(", password: {env: BMC_PASSWORD}", "")],
+         "nodes[0].bmc.password", "missing password reference", 5),
+    case("bmc-url-not-redfish", "BMC URL without the Redfish system path",
+         [on("gpu001", "/redfish/v1/Systems/1", "/")],
+         "nodes[3].bmc.url", "does not name a Redfish system", 1),
+    case("bmc-url-scheme", "BMC URL with ftp scheme", [on("gpu002", "https://", "ftp://")],
+         "nodes[4].bmc.url", "is not an http(s) URL", 1),
+    case("bmc-url-http-remote", "plain http to a remote BMC", [on("gpu002", "https://", "http://")],
+         "nodes[4].bmc.url", "plain http", 1),
+    case("bmc-url-outside-oob", "BMC IP outside the oob subnet",
+         [on("gpu002", "10.0.0.102", "10.9.0.102")],
+         "nodes[4].bmc.url", "outside the oob network", 1),
+    case("bmc-url-duplicate", "two nodes share one BMC URL",
+         [on("gpu002", "10.0.0.102", "10.0.0.101")],
+         "nodes[4].bmc.url", "this BMC URL is also used by gpu001", 2),
+    case("mac-invalid", "boot MAC with a non-hex pair", [on("gpu002", '01:02"', '01:zz"')],
+         "nodes[4].boot_mac", "is not a MAC address", 1),
+    case("mac-read-as-number", "unquoted MAC that YAML 1.1 reads as a base-60 integer",
+         [on("gpu002", '"02:00:00:00:01:02"', "10:00:00:00:01:02")],
+         "nodes[4].boot_mac", "read as a number by YAML", 1),
+    case("mac-multicast", "multicast boot MAC",
+         [on("gpu002", "02:00:00:00:01:02", "01:00:5e:00:00:01")],
+         "nodes[4].boot_mac", "multicast", 1),
+    case("mac-duplicate", "two nodes share one boot MAC",
+         [on("gpu002", "02:00:00:00:01:02", "02:00:00:00:01:01")],
+         "nodes[4].boot_mac", "boot MAC 02:00:00:00:01:01 is also used by gpu001", 1),
+    case("name-duplicate", "two nodes named gpu001", [on("gpu002", "gpu002", "gpu001")],
+         "nodes[4].name", "name gpu001 is also used by gpu001 (nodes[3])", 2),
+    case("name-invalid", "node name with upper case and underscore",
+         [on("gpu002", "gpu002", "GPU_002")],
+         "nodes[4].name", "not a valid host name", 1),
+    case("rack-position-duplicate", "two nodes in the same rack unit",
+         [on("gpu002", "position: 9", "position: 1")],
+         "nodes[4].position", "rack r2 U1 is also used by gpu001", 1),
+    case("position-zero", "rack position 0", [on("gpu002", "position: 9", "position: 0")],
+         "nodes[4].position", "greater than or equal to 1", 1),
+    case("index-duplicate", "explicit index that another gpu node already has",
+         [on("gpu002", "role: gpu,", "role: gpu, index: 1,")],
+         "nodes[4].index", "gpu index 1 is also used by gpu001", 1),
+    case("index-underivable", "head node whose name ends in no digits and no index",
+         [on("head01", "head01", "login")],
+         "nodes[0].index", "does not end in digits", 1),
+    case("no-head-node", "the only head node turned into a monitoring node",
+         [on("head01", "role: head", "role: monitoring")], "nodes", "no head node", 1),
+    case("lb-odd", "a single load balancer", [drop("name: lb02,")],
+         "nodes", "1 lb nodes: load balancers run in pairs", 1),
+    case("vips-without-lb", "a VIP but no lb nodes", [drop("name: lb01,"), drop("name: lb02,")],
+         "networks.frontend.vips", "VIPs need lb nodes", 1),
+    case("vip-outside-subnet", "VIP outside the frontend subnet",
+         [Edit('address: "10.1.0.5"', 'address: "10.2.0.5"')],
+         "networks.frontend.vips[0].address", "outside its subnet 10.1.0.0/24", 1),
+    case("vip-in-pool", "VIP inside the gpu address pool",
+         [Edit('address: "10.1.0.5"', 'address: "10.1.0.200"')],
+         "networks.frontend.vips[0].address", "lies in the gpu address pool", 1),
+    case("vip-name-duplicate", "two VIPs with one name",
+         [Edit('"10.1.0.5"}]', '"10.1.0.5"}, {name: api, address: "10.1.0.6"}]')],
+         "networks.frontend.vips[1].name", "used twice", 1),
+    case("gateway-outside-subnet", "frontend gateway outside its subnet",
+         [Edit('gateway: "10.1.0.1"', 'gateway: "10.2.0.1"')],
+         "networks.frontend.gateway", "gateway 10.2.0.1 is outside its subnet", 1),
+    case("subnet-host-bits", "oob CIDR with host bits set",
+         [Edit('"10.0.0.0/24"', '"10.0.0.5/24"')],
+         "networks.oob.cidr", 'did you mean "10.0.0.0/24"', 1),
+    case("subnet-invalid", "prefix length 33", [Edit('"10.0.0.0/24"', '"10.0.0.0/33"')],
+         "networks.oob.cidr", "is not an IPv4 subnet", 1),
+    case("subnets-overlap-rails", "rail 1 overlaps rail 0",
+         [Edit('"10.11.0.0/24"', '"10.10.0.128/25"')],
+         "networks.fabric.rails[1]", "overlaps networks.fabric.rails[0] 10.10.0.0/24", 1),
+    case("subnets-overlap-storage", "storage subnet inside the frontend subnet",
+         [Edit('"10.1.0.5"}]\n', '"10.1.0.5"}]\n  storage: {cidr: "10.1.0.128/25"}\n')],
+         "networks.storage.cidr", "overlaps networks.frontend.cidr 10.1.0.0/24", 1),
+    case("pool-exhausted", "gpu index beyond the /24 gpu pool",
+         [on("gpu002", "role: gpu,", "role: gpu, index: 200,")],
+         "nodes[4].index", "pool exhausted", 2),
+    case("pool-offset-outside", "oob gpu pool offset beyond a /24",
+         [Edit('gateway: "10.0.0.1"}', 'gateway: "10.0.0.1", pools: {gpu: 300}}')],
+         "networks.oob.pools.gpu", "pool offset 300 lies outside 10.0.0.0/24", 1),
+    case("pool-offset-shared", "lb and head pools start at the same offset",
+         [Edit('    gateway: "10.1.0.1"\n', '    gateway: "10.1.0.1"\n    pools: {lb: 10}\n')],
+         "networks.frontend.pools.lb", "pool offset 10 is also the head pool's", 2),
+    case("rails-vs-profile", "4 rails for a profile with 8 fabric NICs",
+         [Edit(',\n            "10.14.0.0/24", "10.15.0.0/24", "10.16.0.0/24", "10.17.0.0/24"',
+               "")],
+         "networks.fabric.rails",
+         "4 rails, but profile hgx-h100-8gpu-ib (gpu001) has 8 fabric NICs", 1),
+    case("fabric-missing", "GPU nodes with fabric NICs but no fabric network", [Edit(FABRIC, "")],
+         "networks.fabric", "missing: profile hgx-h100-8gpu-ib (gpu001) has 8 fabric NICs", 1),
+    case("fabric-type-mismatch", "RoCE fabric for InfiniBand nodes",
+         [roce("\n    roce: {traffic_class: 106, dscp: 26, pfc_priority: 3}")],
+         "networks.fabric.type",
+         "fabric is roce, but profile hgx-h100-8gpu-ib (gpu001) has infiniband NICs", 1),
+    case("roce-settings-missing", "RoCE fabric without its lossless class",
+         [ROCE_PROFILE, roce()], "networks.fabric", "needs its lossless class", 1),
+    case("roce-tc-mismatch", "RoCE traffic class that does not carry the DSCP",
+         [ROCE_PROFILE, roce("\n    roce: {traffic_class: 96, dscp: 26, pfc_priority: 3}")],
+         "networks.fabric.roce", "traffic_class 96 carries DSCP 24, not dscp 26", 1),
+    case("roce-pfc-range", "PFC priority 8",
+         [ROCE_PROFILE, roce("\n    roce: {traffic_class: 106, dscp: 26, pfc_priority: 8}")],
+         "networks.fabric.roce.pfc_priority", "less than or equal to 7", 1),
+    case("ib-mtu", "InfiniBand MTU 9000", [Edit("mtu: 4096", "mtu: 9000")],
+         "networks.fabric", "InfiniBand MTU 9000 is not one of", 1),
+    case("vlan-range", "VLAN id 5000",
+         [Edit('gateway: "10.0.0.1"}', 'gateway: "10.0.0.1", vlan: 5000}')],
+         "networks.oob.vlan", "less than or equal to 4094", 1),
+    case("fabric-manager-mismatch", "Fabric Manager one patch behind the driver",
+         [Edit('fabric_manager: "550.127.05"', 'fabric_manager: "550.120"')],
+         "versions.fabric_manager", "Fabric Manager 550.120 differs from driver 550.127.05", 1),
+    case("fabric-manager-missing", "no Fabric Manager for NVSwitch nodes",
+         [drop('fabric_manager: "550.127.05"')],
+         "versions.fabric_manager",
+         "missing: profile hgx-h100-8gpu-ib runs NVSwitch Fabric Manager", 1),
+    case("driver-branch-mismatch", "driver version from another branch",
+         [Edit('"550.127.05", open_kernel_modules: true}\n  fabric_manager: "550.127.05"',
+               '"535.161.08", open_kernel_modules: true}\n  fabric_manager: "535.161.08"')],
+         "versions.nvidia_driver.version", "driver 535.161.08 is not on branch 550", 1),
+    case("cuda-needs-newer-driver", "CUDA 13 on driver branch 550",
+         [Edit('cuda_toolkit: "12.4.1"', 'cuda_toolkit: "13.0.0"')],
+         "versions.cuda_toolkit", "CUDA 13.x needs driver branch 580 or newer", 1),
+    case("cuda-unknown-major", "CUDA 10 is not in the table",
+         [Edit('cuda_toolkit: "12.4.1"', 'cuda_toolkit: "10.2.89"')],
+         "versions.cuda_toolkit", "not in the compatibility table", 1),
+    case("dcgm-needs-newer-driver", "DCGM 4 on driver branch 515",
+         [lock("515", "515.105.01", "11.8.0", dcgm="4.2.3")],
+         "versions.dcgm", "DCGM 4.x needs driver branch 525 or newer", 1),
+    case("open-modules-old-branch", "open kernel modules on branch 470",
+         [lock("470", "470.256.02", "11.4.4")],
+         "versions.nvidia_driver.open_kernel_modules",
+         "open kernel modules first shipped with R515", 1),
+    case("version-read-as-float", "unquoted CUDA version read as a float",
+         [Edit('cuda_toolkit: "12.4.1"', "cuda_toolkit: 12.4")],
+         "versions.cuda_toolkit", "12.4 was read as a number by YAML", 1),
+    case("nccl-cuda-mismatch", "NCCL built for CUDA 11 with CUDA 12",
+         [Edit('nccl: "2.21.5-1"', 'nccl: "2.21.5-1+cuda11.8"')],
+         "versions.nccl", "is for CUDA 11, the toolkit is CUDA 12", 1),
+    case("nccl-tests-tag-format", "nccl-tests tag without the v",
+         [Edit('nccl_tests: "v2.13.11"', 'nccl_tests: "2.13.11"')],
+         "versions.nccl_tests", "git tag, e.g. v2.13.11", 1),
+    case("profile-unknown", "node profile name with a typo",
+         [on("gpu002", "role: gpu,", "role: gpu, profile: hgx-h100-8gpu-ibb,")],
+         "nodes[4].profile", "did you mean 'hgx-h100-8gpu-ib'", 1),
+    case("profile-default-unknown", "defaults.profiles names a missing profile",
+         [Edit("head: cpu-server", "head: cpu-servre")],
+         "defaults.profiles.head", "unknown profile 'cpu-servre'", 1),
+    case("profile-builtin-redefined", "a site profile reusing a built-in name",
+         [site_profile("lab: {gpu_count: 0, fabric_nics: 0}")],
+         "profiles.lab", "is a built-in profile", 1),
+    case("profile-fm-without-nvswitch", "custom profile with Fabric Manager but no NVSwitch",
+         [site_profile("pcie-box: {gpu_count: 8, gpu_model: H100-PCIe, fabric_nics: 0,"
+                       " fabric_manager: true}")],
+         "profiles.pcie-box", "fabric_manager: true needs nvswitch: true", 1),
+    case("ssh-private-key", "a private key pasted as a public key",
+         [Edit("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConstructedTestKey ops@test",
+               "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAA")],
+         "site.ssh.public_keys[0]", "this is a private key", 1),
+    case("site-name-invalid", "site name with upper case and underscore",
+         [Edit("name: tiny\n", "name: Tiny_Site\n")], "site.name", "not a valid host name", 1),
+    case("admin-cidrs-empty", "no admin subnet",
+         [Edit('admin_cidrs: ["192.0.2.0/24"]', "admin_cidrs: []")],
+         "site.admin_cidrs", "must not be empty", 1),
+    case("nodes-empty", "empty node list", [Edit(NODES, " []")], "nodes", "must not be empty", 1),
+    case("spec-version-wrong", "spec_version 2", [Edit("spec_version: 1", "spec_version: 2")],
+         "spec_version", "is not allowed", 1),
+    case("pin-outside-subnet", "frontend pin outside the frontend subnet",
+         [pin('frontend: "10.2.0.9"')],
+         "nodes[4].addresses.frontend", "10.2.0.9 is outside frontend 10.1.0.0/24", 1),
+    case("pin-collision", "frontend pin on another node's address",
+         [pin('frontend: "10.1.0.101"')], "nodes[4].addresses.frontend",
+         "10.1.0.101 on frontend for gpu002 is already taken by gpu001", 1),
+    case("pin-storage-without-network", "storage pin on a site without a storage network",
+         [pin('storage: "10.3.0.9"')],
+         "nodes[4].addresses.storage", "gpu002 is not on the storage network", 1),
+    case("pin-fabric-count", "two fabric pins for eight rails",
+         [pin('fabric: ["10.10.0.50", "10.11.0.50"]')],
+         "nodes[4].addresses.fabric", "2 fabric addresses for 8 rails", 1),
+    case("yaml-duplicate-key", "a mapping with the key role twice",
+         [on("gpu002", "role: gpu,", "role: gpu, role: head,")],
+         "line 39", "duplicate key 'role' (first at line 39)", 1),
+    case("yaml-syntax", "unclosed flow sequence",
+         [Edit("[ntp.example.net]", "[ntp.example.net")],
+         "line 7, column 14", "YAML syntax error", 1),
+    # Fabric topology: scalable units by rack, leaf names, per-node leaves (gpufleet.model.fabric).
+    case("topology-rack-in-no-unit", "GPU nodes in a rack that no scalable unit lists",
+         [topology("units: [{name: su1, racks: [r1]}]")],
+         "nodes[4].rack", "rack r2 of gpu002 is in no unit", 2),
+    case("topology-rack-in-two-units", "one rack in two scalable units",
+         [topology("units: [{name: su1, racks: [r2]}, {name: su2, racks: [r3, r2]}]")],
+         "networks.fabric.topology.units[1].racks[1]", "rack r2 is also in unit su1", 1),
+    case("topology-unit-twice", "two scalable units with one name",
+         [topology("units: [{name: su1, racks: [r2]}, {name: su1, racks: [r3]}]")],
+         "networks.fabric.topology.units[1].name", "unit su1 is listed twice", 1),
+    case("topology-leaf-name-without-rail", "leaf name template without {rail}",
+         [topology("units: [{name: su1, racks: [r2]}], leaf_name: '{unit}-leaf'")],
+         "networks.fabric.topology", "has no {rail}", 1),
+    case("topology-leaf-name-unknown-field", "leaf name template with a {rack} placeholder",
+         [topology("units: [{name: su1, racks: [r2]}], leaf_name: '{rack}-leaf{rail}'")],
+         "networks.fabric.topology", "unknown placeholder {rack}", 1),
+    case("topology-leaf-name-without-unit", "two units, leaf names without {unit}",
+         [topology("units: [{name: su1, racks: [r2]}, {name: su2, racks: [r3]}],"
+                   " leaf_name: 'leaf{rail}'")],
+         "networks.fabric.topology", "has no {unit} but there are 2 units", 1),
+    case("topology-leaf-name-not-a-host-name", "leaf names with an underscore",
+         [topology("units: [{name: su1, racks: [r2]}], leaf_name: '{unit}_leaf{rail}'")],
+         "networks.fabric.topology.leaf_name", "'su1_leaf0', not a valid host name", 1),
+    case("topology-leaf-count", "4 leaf switches stated, 8 cabled",
+         [topology("units: [{name: su1, racks: [r2]}], leaves: 4")],
+         "networks.fabric.topology.leaves", "4 leaf switches stated, but the nodes are cabled to 8",
+         1),
+    case("topology-leaf-ports", "more nodes under a leaf than it has ports",
+         [topology("units: [{name: su1, racks: [r2]}], leaf_ports: 1")],
+         "networks.fabric.topology.leaf_ports",
+         "leaf su1-leaf0 has 2 nodes cabled to it, more than its 1 ports (and 7 more leaves)", 1),
+    case("fabric-leaves-count", "two leaf switches named for eight rails",
+         [topology("units: [{name: su1, racks: [r2]}]"),
+          on("gpu002", "rack: r2", "fabric_leaves: [a1, a2], rack: r2")],
+         "nodes[4].fabric_leaves", "2 leaf switches for 8 rails", 1),
+    case("fabric-leaves-partial", "one node names its leaf switches, the other does not",
+         [on("gpu002", "rack: r2", f"fabric_leaves: [{LEAVES}], rack: r2")],
+         "networks.fabric.topology", "but 1 fabric nodes have none (first: gpu001)", 1),
+    case("fabric-leaves-without-nics", "leaf switches for a node without fabric NICs",
+         [on("head01", "rack: r1", "fabric_leaves: [leaf0], rack: r1")],
+         "nodes[0].fabric_leaves", "head01 has no fabric NICs", 1),
+    case("fabric-leaves-without-fabric", "leaf switches on a site without a fabric",
+         [Edit(FABRIC, ""), on("head01", "rack: r1", "fabric_leaves: [leaf0], rack: r1")],
+         "nodes[0].fabric_leaves", "names leaf switches but the site has no networks.fabric", 2),
+    case("fabric-leaves-invalid-name", "a leaf name with upper case",
+         [topology("units: [{name: su1, racks: [r2]}]"),
+          on("gpu002", "rack: r2", f"fabric_leaves: [Leaf_A, {LEAVES[7:]}], rack: r2")],
+         "nodes[4].fabric_leaves[0]", "not a valid host name", 1),
+    case("profile-netdevs-count", "a profile naming 2 interfaces for 8 fabric NICs",
+         [site_profile("gpu8: {gpu_count: 8, gpu_model: H100-SXM5-80GB, fabric_nics: 8,"
+                       " fabric_link: infiniband, fabric_netdevs: [ib0, ib1]}")],
+         "profiles.gpu8", "2 fabric_netdevs for 8 fabric NICs", 1),
+    case("profile-nvlinks-without-gpus", "NVLinks per GPU on a profile without GPUs",
+         [site_profile("cpu2: {gpu_count: 0, fabric_nics: 0, nvlinks_per_gpu: 18}")],
+         "profiles.cpu2", "nvlinks_per_gpu needs gpu_count > 0", 1),
+    case("not-a-mapping", "the spec is a list", [Edit(BODY, "- spec_version: 1\n- site: tiny\n")],
+         "", "expected a mapping", 1),
+]  # fmt: skip
+
+
+def _write(tmp: Path, c: Case) -> Path:
+    site = tmp / "site"
+    site.mkdir()
+    (site / "cluster.yaml").write_text(c.text())
+    return site
+
+
+def test_cases_are_distinct_and_each_edit_applies_once() -> None:
+    assert len(CASES) >= 70
+    assert len({c.stem for c in CASES}) == len(CASES)
+    texts = [c.text() for c in CASES]  # asserts every edit matched exactly once
+    assert len(set(texts)) == len(CASES)
+    assert all(t.startswith("# constructed: ") and BODY not in t for t in texts)
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.stem for c in CASES])
+def test_bad_spec_reports_path_and_message(tmp_path: Path, c: Case) -> None:
     with pytest.raises(UserError) as info:
-        load_cluster(BAD / f"{stem}.yaml")
+        load_cluster(_write(tmp_path, c))
     problems = info.value.problems
     rendered = [str(p) for p in problems]
-    assert any(p.path == path and fragment in str(p) for p in problems), rendered
-    assert len(problems) == count, rendered
+    assert any(p.path == c.path and c.fragment in str(p) for p in problems), rendered
+    assert len(problems) == c.count, rendered
     assert info.value.exit_code == 2
 
 
 @pytest.fixture
 def spec_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real CLI entry point with only this area's commands registered."""
+    """The real CLI entry point with only the site commands (validate, plan, inventory)."""
     monkeypatch.setattr(gpufleet.cli, "COMMAND_MODULES", ())
 
 
 @pytest.mark.parametrize("command", [["validate"], ["plan"], ["inventory", "--write"]])
-@pytest.mark.parametrize(("stem", "path", "fragment", "count"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("c", CASES, ids=[c.stem for c in CASES])
 def test_cli_exit_2_lines_and_no_files(
     spec_cli: None,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     command: list[str],
-    stem: str,
-    path: str,
-    fragment: str,
-    count: int,
+    c: Case,
 ) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(BAD / f"{stem}.yaml", site / "cluster.yaml")
+    site = _write(tmp_path, c)
     rc = gpufleet.cli.main([*command, str(site)])
     out, err = capsys.readouterr()
     assert rc == 2
     assert "Traceback" not in err and "Traceback" not in out
     lines = err.strip().splitlines()
     assert lines[0].startswith(str(site / "cluster.yaml"))  # title names the file
-    assert len(lines) == count + 1
-    expected = f"{path}: " if path else ""
-    assert any(line.startswith(expected) and fragment in line for line in lines[1:]), lines
+    assert len(lines) == c.count + 1
+    expected = f"{c.path}: " if c.path else ""
+    assert any(line.startswith(expected) and c.fragment in line for line in lines[1:]), lines
     assert sorted(p.name for p in site.iterdir()) == ["cluster.yaml"]
 
 
-def test_cli_json_lists_problems(spec_cli: None, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
+def _case(stem: str) -> Case:
+    return next(c for c in CASES if c.stem == stem)
 
-    rc = gpufleet.cli.main(["validate", "--json", str(BAD / "typo-node-key.yaml")])
+
+def test_cli_json_lists_problems(
+    spec_cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = gpufleet.cli.main(["validate", "--json", str(_write(tmp_path, _case("typo-node-key")))])
     out, _ = capsys.readouterr()
     assert rc == 2
     data = json.loads(out)
@@ -269,7 +458,7 @@ _RUN_CLI = "import sys, gpufleet.cli as c; c.COMMAND_MODULES = (); sys.exit(c.ma
 
 
 def test_cli_process_has_no_traceback_unless_debug(tmp_path: Path) -> None:
-    spec = str(BAD / "fabric-manager-mismatch.yaml")
+    spec = str(_write(tmp_path, _case("fabric-manager-mismatch")))
     plain = subprocess.run(
         [sys.executable, "-c", _RUN_CLI, "validate", spec],
         capture_output=True,

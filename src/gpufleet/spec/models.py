@@ -219,6 +219,9 @@ class Profile(Strict):
         description="OS names of the fabric NICs in rail order, where every node of the model"
         " has the same ones (e.g. the lab's eth1, eth2); absent: found by rail address",
     )
+    nvlinks_per_gpu: int | None = Field(
+        default=None, ge=1, le=64, description="NVLink links per GPU, where known (H100 SXM5: 18)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -239,6 +242,8 @@ class Profile(Strict):
                 )
             if len(set(self.fabric_netdevs)) != len(self.fabric_netdevs):
                 raise fail("fabric_netdevs names an interface twice", "one name per rail")
+        if self.nvlinks_per_gpu is not None and not self.gpu_count:
+            raise fail("nvlinks_per_gpu needs gpu_count > 0", "remove it or set gpu_count")
         return self
 
 

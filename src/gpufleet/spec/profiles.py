@@ -6,7 +6,11 @@ are reserved.
 Sources for the HGX H100 figures: NVIDIA HGX H100 and DGX H100 user guides
 (8 x H100 SXM5 80 GB on NVLink 4 through 4 third-generation NVSwitch chips,
 Fabric Manager required on NVSwitch systems; 8 x ConnectX-7 400 Gb/s for the
-compute fabric, one per GPU, on PCIe Gen5 x16). The recordings under
+compute fabric, one per GPU, on PCIe Gen5 x16). NVLink links per GPU: NVIDIA H100
+Tensor Core GPU Architecture whitepaper (H100 SXM5: 18 fourth-generation NVLink
+links, 900 GB/s); the `nvidia-smi nvlink -s` recording of an 8 x H100 node in
+tests/data/hardware (nvidia-smi-nvlink-s-p5-48xlarge-550.90.07-8xh100.txt) lists
+18 links per GPU. The recordings under
 /work/shared/reference/hardware (ibstat: 8 ports of MT4129 at rate 400 for both
 the IB NDR and the RoCE node) agree.
 """
@@ -29,6 +33,7 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         pcie_width=16,
         nvswitch=True,
         fabric_manager=True,
+        nvlinks_per_gpu=18,
     ),
     "hgx-h100-8gpu-roce": Profile(
         description="HGX H100 8-GPU, NVSwitch, 8 x ConnectX-7 400G Ethernet (RoCE v2)",
@@ -41,6 +46,7 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         pcie_width=16,
         nvswitch=True,
         fabric_manager=True,
+        nvlinks_per_gpu=18,
     ),
     "cpu-server": Profile(
         description="CPU server (head, load balancer, monitoring): no GPU, not on the fabric",
