@@ -23,10 +23,10 @@ from gpufleet.verify.burnin_judge import (
     judge_gpu_burn,
     parse_gpu_burn,
 )
+from gpufleet.verify.thresholds import builtin_raw
 from gpufleet.verify.verdict import Status, worst
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
-PACK_DIR = Path(__file__).parent / "thresholds"
 
 _FILES = typer.Argument(
     ...,
@@ -80,16 +80,24 @@ def read_inputs(paths: list[Path]) -> tuple[list[Any], list[str], list[tuple[str
 def load_floors(spec: str) -> dict[str, float]:
     """Flat floors from a file (flat mapping or threshold pack) or a built-in pack name."""
     path = Path(spec)
-    if not path.exists() and (PACK_DIR / f"{spec}.yaml").exists():
-        path = PACK_DIR / f"{spec}.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise UserError(
-            [Problem("--floors", f"cannot read {spec}: {err.strerror}", "give a file or pack name")]
-        ) from None
-    except yaml.YAMLError as err:
-        raise UserError([Problem(str(path), f"not YAML/JSON: {err}", "fix the file")]) from None
+    builtin = builtin_raw()
+    if not path.exists() and spec in builtin:
+        raw: Any = builtin[spec]
+    else:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise UserError(
+                [
+                    Problem(
+                        "--floors",
+                        f"cannot read {spec}: {err.strerror}",
+                        "give a file or pack name",
+                    )
+                ]
+            ) from None
+        except yaml.YAMLError as err:
+            raise UserError([Problem(str(path), f"not YAML/JSON: {err}", "fix the file")]) from None
     if not isinstance(raw, dict):
         raise UserError([Problem(str(path), "expected a mapping of floors", "see docs/burnin.md")])
     if raw.get("test") == "burnin":

@@ -1,4 +1,10 @@
-"""`gpufleet verify ...`: judge nccl-tests logs, write reports, make site baselines."""
+"""`gpufleet verify ...`: judge nccl-tests logs, write reports, make site baselines.
+
+An input that cannot be read does not stop the others: it becomes a failed
+verdict of kind `input` naming the file and the reason, the rest is judged and
+reported, and the exit code is 2. Exit codes: 0 pass or warn, 1 a verdict failed,
+2 an input could not be read (or, with nothing readable, bad arguments).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from rich.table import Table
 
 from gpufleet.errors import Problem, UserError
 from gpufleet.verify.baseline import make_baseline
-from gpufleet.verify.judge import KIND_CHOICES, JudgeOptions, RunJudgement, judge_logs
+from gpufleet.verify.judge import KIND_CHOICES, JudgeOptions, judge_logs
 from gpufleet.verify.nccl import NcclLog, read_nccl_log
 from gpufleet.verify.report import (
     Report,
@@ -22,7 +28,7 @@ from gpufleet.verify.report import (
     verdicts_from,
     write_report,
 )
-from gpufleet.verify.thresholds import load_thresholds, parse_profile
+from gpufleet.verify.thresholds import ThresholdSet, check_profile, load_thresholds, parse_profile
 from gpufleet.verify.verdict import Status, Verdict, worst
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
@@ -57,11 +63,16 @@ _PEERS = typer.Option(
 
 
 def _options(
-    profile: str, kind: str, ranks: int | None, max_bytes: int | None, labels: list[str] | None
+    profile: str,
+    kind: str,
+    ranks: int | None,
+    max_bytes: int | None,
+    labels: list[str] | None,
+    thresholds: ThresholdSet,
 ) -> JudgeOptions:
     if kind not in KIND_CHOICES:
         raise UserError([Problem("--kind", f"unknown kind {kind!r}", ", ".join(KIND_CHOICES))])
-    parse_profile(profile)
+    check_profile(profile, thresholds)
     return JudgeOptions(
         profile=profile,
         kind=kind,
@@ -71,24 +82,29 @@ def _options(
     )
 
 
-def _read_logs(paths: list[Path]) -> list[NcclLog]:
+def unreadable(path: Path, err: UserError) -> Verdict:
+    """The failed entry an unreadable input leaves in the report."""
+    reasons = [
+        f"unreadable: {p.message}" + (f" (fix: {p.hint})" if p.hint else "") for p in err.problems
+    ]
+    return Verdict(str(path), "input", Status.FAIL, reasons, {"scope": "input", "path": str(path)})
+
+
+def _read_logs(paths: list[Path]) -> tuple[list[NcclLog], list[Verdict]]:
+    """The logs that could be read, and a failed entry for each that could not."""
     logs: list[NcclLog] = []
-    problems: list[Problem] = []
+    failed: list[Verdict] = []
     for path in paths:
         try:
             logs.append(read_nccl_log(str(path)))
         except UserError as err:
-            problems.extend(err.problems)
-    if problems:
-        raise UserError(problems, title="unreadable nccl-tests output")
-    return logs
+            failed.append(unreadable(path, err))
+    return logs, failed
 
 
-def _judge(
-    paths: list[Path], options: JudgeOptions, thresholds: Path | None, peers: bool
-) -> list[RunJudgement]:
-    logs = _read_logs(paths)
-    return judge_logs(logs, load_thresholds(thresholds), options, peers=peers)
+def _all_unreadable(failed: list[Verdict]) -> UserError:
+    problems = [Problem(v.subject, "; ".join(v.reasons)) for v in failed]
+    return UserError(problems, title="unreadable nccl-tests output")
 
 
 def _print_verdicts(verdicts: list[Verdict]) -> None:
@@ -109,6 +125,8 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
 
 
 def _exit_for(verdicts: list[Verdict]) -> None:
+    if any(v.kind == "input" and v.status is Status.FAIL for v in verdicts):
+        raise typer.Exit(2)
     if any(v.status is Status.FAIL for v in verdicts):
         raise typer.Exit(1)
 
@@ -125,10 +143,15 @@ def nccl_cmd(
     peers: bool = _PEERS,
     as_json: bool = typer.Option(False, "--json", help="Print verdicts as JSON."),
 ) -> None:
-    """Judge nccl-tests logs: pass/warn/fail per run with the reason. Exit 1 on any fail."""
-    options = _options(profile, kind, ranks, max_bytes, label)
-    judgements = _judge(logs, options, thresholds, peers)
-    verdicts = [j.verdict for j in judgements]
+    """Judge nccl-tests logs: pass/warn/fail per run with the reason. Exit 1 on any fail,
+    2 when a log could not be read (the others are judged all the same)."""
+    threshold_set = load_thresholds(thresholds)
+    options = _options(profile, kind, ranks, max_bytes, label, threshold_set)
+    read, failed = _read_logs(logs)
+    if not read:
+        raise _all_unreadable(failed)
+    judgements = judge_logs(read, threshold_set, options, peers=peers)
+    verdicts = [j.verdict for j in judgements] + failed
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:
@@ -164,6 +187,58 @@ _BASELINE_OUT = typer.Option(..., "--out", help="Site thresholds YAML to write."
 _MARGIN = typer.Option(0.10, "--margin", help="Fail floor = measured x (1 - margin).")
 
 
+_MODE = typer.Option(
+    "0644",
+    "--mode",
+    help="File mode of the written files, octal (0644: node_exporter may read them as any user).",
+)
+
+
+def _parse_mode(mode: str) -> int:
+    try:
+        value = int(mode, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise UserError([Problem("--mode", f"{mode!r} is not an octal file mode", "e.g. 0644")])
+    return value
+
+
+def _add_inputs(
+    report: Report,
+    verdicts_files: list[Path],
+    burnin: list[Path],
+    pairs_file: Path | None,
+    isolation: Path | None,
+) -> list[Verdict]:
+    """Read the other checks' files into the report; a failed entry for each unreadable one."""
+    failed: list[Verdict] = []
+    for path in verdicts_files:
+        try:
+            report.verdicts.extend(verdicts_from(_load_json(path), str(path)))
+        except UserError as err:
+            failed.append(unreadable(path, err))
+    for path in burnin:
+        try:
+            report.burnin.extend(burnin_rows_from(_load_json(path), str(path)))
+        except UserError as err:
+            failed.append(unreadable(path, err))
+    if pairs_file is not None:
+        try:
+            values, statuses = pairs_from(_load_json(pairs_file), str(pairs_file))
+            report.pairs.update(values)
+            report.pair_status.update(statuses)
+        except UserError as err:
+            failed.append(unreadable(pairs_file, err))
+    if isolation is not None:
+        try:
+            report.isolation_summary = isolation.read_text(encoding="utf-8")
+        except OSError as err:
+            problem = Problem(str(isolation), f"cannot read: {err.strerror}", "check the path")
+            failed.append(unreadable(isolation, UserError([problem])))
+    return failed
+
+
 @verify_app.command("report")
 def report_cmd(
     out: Path = _REPORT_OUT,
@@ -180,40 +255,36 @@ def report_cmd(
     label: list[str] | None = _LABEL,
     thresholds: Path | None = _THRESHOLDS,
     peers: bool = _PEERS,
+    mode: str = _MODE,
 ) -> None:
-    """Write the HTML/JSON/JUnit/Prometheus report. Exit 1 when any verdict fails."""
-    options = _options(profile, kind, ranks, max_bytes, label)
-    judgements = _judge(list(logs or []), options, thresholds, peers) if logs else []
+    """Write the HTML/JSON/JUnit/Prometheus report. Exit 1 when any verdict fails, 2 when
+    an input could not be read (it is in the report as a failed entry)."""
+    file_mode = _parse_mode(mode)
+    threshold_set = load_thresholds(thresholds)
+    options = _options(profile, kind, ranks, max_bytes, label, threshold_set)
+    read, failed = _read_logs(list(logs or []))
+    judgements = judge_logs(read, threshold_set, options, peers=peers) if read else []
     report = Report.from_judgements(judgements, title=title)
-    for path in verdicts_file or []:
-        report.verdicts.extend(verdicts_from(_load_json(path), str(path)))
-    for path in burnin or []:
-        report.burnin.extend(burnin_rows_from(_load_json(path), str(path)))
-    if pairs_file is not None:
-        values, statuses = pairs_from(_load_json(pairs_file), str(pairs_file))
-        report.pairs.update(values)
-        report.pair_status.update(statuses)
-    if isolation is not None:
-        try:
-            report.isolation_summary = isolation.read_text(encoding="utf-8")
-        except OSError as err:
-            raise UserError([Problem(str(isolation), f"cannot read: {err.strerror}", "")]) from None
+    failed += _add_inputs(report, verdicts_file or [], burnin or [], pairs_file, isolation)
+    report.verdicts.extend(failed)
     if not report.all_verdicts() and not report.burnin and not report.pairs:
         raise UserError(
             [Problem("report", "no inputs", "pass logs, --burnin, --verdicts or --pairs")]
         )
-    floors = _burnin_floors(thresholds, profile)
-    files = write_report(report, out, burnin_floors=floors)
+    floors = _burnin_floors(threshold_set, profile)
+    files = write_report(report, out, burnin_floors=floors, mode=file_mode)
     console = Console()
     for key, path in files.items():
         console.print(f"{key:10} {path}")
+    for entry in failed:
+        console.print(f"[bold red]unreadable[/] {entry.subject}: {'; '.join(entry.reasons)}")
     status = report.status
     console.print(f"overall: [{STYLE[status.value]}]{status.value.upper()}[/]")
     _exit_for(report.all_verdicts())
 
 
-def _burnin_floors(thresholds: Path | None, profile: str) -> dict[str, dict[str, float]]:
-    pack = load_thresholds(thresholds).burnin_pack(parse_profile(profile)[0])
+def _burnin_floors(thresholds: ThresholdSet, profile: str) -> dict[str, dict[str, float]]:
+    pack = thresholds.burnin_pack(parse_profile(profile)[0])
     if pack is None:
         return {}
     floors: dict[str, dict[str, float]] = {}
@@ -235,9 +306,12 @@ def baseline_cmd(
     kind: str = _KIND,
 ) -> None:
     """Write site thresholds from a first healthy run (floor = measured x (1 - margin))."""
-    options = _options(profile, kind, None, None, None)
     thresholds = load_thresholds()
-    judgements = judge_logs(_read_logs(logs), thresholds, options)
+    options = _options(profile, kind, None, None, None, thresholds)
+    read, failed = _read_logs(logs)
+    if failed:
+        raise _all_unreadable(failed)
+    judgements = judge_logs(read, thresholds, options)
     document = make_baseline(judgements, thresholds, profile, margin)
     header = (
         "# Site thresholds generated by `gpufleet verify baseline` from:\n"

@@ -271,9 +271,11 @@ class Demux:
         fits = self._by_key(fits, piece.key)
         forced = not fits
         if forced:
-            # Every run has this size already: an earlier row went to the wrong run.
-            # Keep the row in the run it suits best and say the two are mixed up.
-            fits = self._by_key([s for s in self.slots if s.run.rows], piece.key)
+            # No run asks for this row (every run has the size already, or it lies outside
+            # every header's range): keep it in the run it suits best, and where two runs
+            # could have it, say they are mixed up.
+            tables = self._in(Phase.TABLE) or [s for s in self.slots if s.run.rows]
+            fits = self._by_key(tables, piece.key)
             if not fits:
                 return
         top = max(_row_score(s, head) for s in fits)

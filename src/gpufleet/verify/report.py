@@ -14,10 +14,12 @@ import os
 import statistics
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,17 @@ class Report:
     def all_verdicts(self) -> list[Verdict]:
         return [r.verdict for r in self.runs] + list(self.verdicts)
 
+    def named_verdicts(self) -> list[tuple[str, Verdict]]:
+        """Every verdict with a name unique within its kind: the subject, and `#2`, `#3`
+        for later verdicts of the same subject (JUnit case names, Prometheus labels)."""
+        seen: Counter[tuple[str, str]] = Counter()
+        named: list[tuple[str, Verdict]] = []
+        for v in self.all_verdicts():
+            seen[(v.kind, v.subject)] += 1
+            n = seen[(v.kind, v.subject)]
+            named.append((v.subject if n == 1 else f"{v.subject} #{n}", v))
+        return named
+
     @property
     def status(self) -> Status:
         return worst([v.status for v in self.all_verdicts()])
@@ -118,10 +131,28 @@ def _size_label(size: int) -> str:
     return fmt_size(size).replace(" ", "")
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Plot area of the busbw chart and its scales (log2 sizes, linear GB/s)."""
+
+    left: float
+    top: float
+    pw: float
+    ph: float
+    x0: float
+    x1: float
+    ymax: float
+
+    def px(self, size: int) -> float:
+        return self.left + (math.log2(size) - self.x0) / (self.x1 - self.x0) * self.pw
+
+    def py(self, value: float) -> float:
+        return self.top + self.ph - value / self.ymax * self.ph
+
+
 def svg_busbw_chart(run: ReportRun, width: int = 560, height: int = 250) -> str:
     """busbw against message size (log2 x axis) with the warn/fail/expected lines."""
-    status = run.verdict.status.value
-    color = STATUS_COLORS[status]
+    color = STATUS_COLORS[run.verdict.status.value]
     left, right, top, bottom = 52, 118, 16, 40
     pw, ph = width - left - right, height - top - bottom
     points = [(s, b) for s, b in run.curve if s > 0]
@@ -143,50 +174,51 @@ def svg_busbw_chart(run: ReportRun, width: int = 560, height: int = 250) -> str:
         x0, x1 = x0 - 1, x1 + 1
     lines = [v for v in (run.fail_gbps, run.warn_gbps, run.expected_gbps) if v]
     ymax = _nice_max(max([b for _, b in points] + lines) * 1.08)
+    frame = _Frame(left, top, pw, ph, x0, x1, ymax)
+    parts += _chart_grid(frame, height)
+    parts += _threshold_lines(frame, run)
+    parts += _curve(frame, points, color, run.measure_bytes)
+    parts.append("</svg>")
+    return "".join(parts)
 
-    def px(size: int) -> float:
-        return left + (math.log2(size) - x0) / (x1 - x0) * pw
 
-    def py(value: float) -> float:
-        return top + ph - value / ymax * ph
-
-    parts.append(
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#d0d7de"/>'
-    )
-    for t in _ticks(ymax):
-        y = py(t)
+def _chart_grid(f: _Frame, height: int) -> list[str]:
+    parts = [
+        f'<rect x="{f.left}" y="{f.top}" width="{f.pw}" height="{f.ph}" fill="#ffffff" '
+        'stroke="#d0d7de"/>'
+    ]
+    for t in _ticks(f.ymax):
+        y = f.py(t)
         parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>'
-        )
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'<line x1="{f.left}" x2="{f.left + f.pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>'
+            f'<text x="{f.left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
             f'fill="#57606a">{t:g}</text>'
         )
-    span = int(x1 - x0)
-    step = max(1, math.ceil(span / 8))
+    span = int(f.x1 - f.x0)
     # Prefer ticks on 1 KiB / 1 MiB / 1 GiB boundaries when the range is wide.
-    if span >= 20:
-        step = 10
-    for k in range(math.ceil(x0), math.floor(x1) + 1):
+    step = 10 if span >= 20 else max(1, math.ceil(span / 8))
+    for k in range(math.ceil(f.x0), math.floor(f.x1) + 1):
         if (k % step) and step > 1:
             continue
-        x = left + (k - x0) / (x1 - x0) * pw
+        x = f.left + (k - f.x0) / (f.x1 - f.x0) * f.pw
         parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#f3f4f6"/>'
-        )
-        parts.append(
-            f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle" font-size="11" '
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{f.top}" y2="{f.top + f.ph}" stroke="#f3f4f6"/>'
+            f'<text x="{x:.1f}" y="{f.top + f.ph + 15}" text-anchor="middle" font-size="11" '
             f'fill="#57606a">{_size_label(2**k)}</text>'
         )
+    mid = f.top + f.ph / 2
     parts.append(
-        f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" '
+        f'<text x="{f.left + f.pw / 2}" y="{height - 6}" text-anchor="middle" '
         'font-size="11" fill="#57606a">message size (log scale)</text>'
+        f'<text x="12" y="{mid}" text-anchor="middle" font-size="11" '
+        f'fill="#57606a" transform="rotate(-90 12 {mid})">busbw GB/s</text>'
     )
-    parts.append(
-        f'<text x="12" y="{top + ph / 2}" text-anchor="middle" font-size="11" '
-        f'fill="#57606a" transform="rotate(-90 12 {top + ph / 2})">busbw GB/s</text>'
-    )
-    # Threshold lines, labelled in the right margin; labels pushed apart when close.
+    return parts
+
+
+def _threshold_lines(f: _Frame, run: ReportRun) -> list[str]:
+    """Threshold lines, labelled in the right margin; labels pushed apart when close."""
+    parts: list[str] = []
     labelled: list[float] = []
     for value, name, stroke, dash in (
         (run.expected_gbps, "expected", "#6e7781", "2 3"),
@@ -195,39 +227,41 @@ def svg_busbw_chart(run: ReportRun, width: int = 560, height: int = 250) -> str:
     ):
         if not value:
             continue
-        y = py(value)
-        parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="{stroke}" stroke-width="1.5" stroke-dasharray="{dash}"/>'
-        )
+        y = f.py(value)
         ly = y + 4
         while any(abs(ly - other) < 12 for other in labelled):
             ly += 12
         labelled.append(ly)
         parts.append(
-            f'<text x="{left + pw + 10}" y="{ly:.1f}" font-size="11" fill="{stroke}">'
+            f'<line x1="{f.left}" x2="{f.left + f.pw}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{stroke}" stroke-width="1.5" stroke-dasharray="{dash}"/>'
+            f'<text x="{f.left + f.pw + 10}" y="{ly:.1f}" font-size="11" fill="{stroke}">'
             f"{name} {value:g}</text>"
         )
+    return parts
+
+
+def _curve(
+    f: _Frame, points: list[tuple[int, float]], color: str, measure_bytes: int | None
+) -> list[str]:
     path = " ".join(
-        f"{'M' if i == 0 else 'L'}{px(s):.1f},{py(b):.1f}" for i, (s, b) in enumerate(points)
+        f"{'M' if i == 0 else 'L'}{f.px(s):.1f},{f.py(b):.1f}" for i, (s, b) in enumerate(points)
     )
-    parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2.2"/>')
+    parts = [f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2.2"/>']
     for s, b in points:
         parts.append(
-            f'<circle cx="{px(s):.1f}" cy="{py(b):.1f}" r="2.6" fill="{color}">'
+            f'<circle cx="{f.px(s):.1f}" cy="{f.py(b):.1f}" r="2.6" fill="{color}">'
             f"<title>{escape(fmt_size(s))}: {b:.2f} GB/s</title></circle>"
         )
-    if run.measure_bytes:
-        m = next(((s, b) for s, b in points if s == run.measure_bytes), None)
-        if m:
-            parts.append(
-                f'<circle cx="{px(m[0]):.1f}" cy="{py(m[1]):.1f}" r="5.5" fill="none" '
-                f'stroke="{color}" stroke-width="2"/>'
-                f'<text x="{px(m[0]) - 8:.1f}" y="{py(m[1]) - 9:.1f}" text-anchor="end" '
-                f'font-size="12" font-weight="600" fill="{color}">{m[1]:.1f} GB/s</text>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
+    m = next(((s, b) for s, b in points if s == measure_bytes), None) if measure_bytes else None
+    if m:
+        parts.append(
+            f'<circle cx="{f.px(m[0]):.1f}" cy="{f.py(m[1]):.1f}" r="5.5" fill="none" '
+            f'stroke="{color}" stroke-width="2"/>'
+            f'<text x="{f.px(m[0]) - 8:.1f}" y="{f.py(m[1]) - 9:.1f}" text-anchor="end" '
+            f'font-size="12" font-weight="600" fill="{color}">{m[1]:.1f} GB/s</text>'
+        )
+    return parts
 
 
 def _heat_color(frac: float) -> str:
@@ -257,13 +291,6 @@ def svg_pair_heatmap(
     height = top_h + max(size, 215) + 20
     values = [v for v in pairs.values() if v is not None]
     best = max(values) if values else 1.0
-
-    def lookup(a: str, b: str) -> tuple[float | None, Status | None, bool]:
-        for key in ((a, b), (b, a)):
-            if key in pairs or key in statuses:
-                return pairs.get(key), statuses.get(key), True
-        return None, None, False
-
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="node pair bandwidth">'
@@ -274,79 +301,79 @@ def svg_pair_heatmap(
             f'<text x="{cx:.1f}" y="{top_h - 6}" font-size="11" fill="#24292f" '
             f'text-anchor="start" transform="rotate(-45 {cx:.1f} {top_h - 6})">'
             f"{escape(name)}</text>"
-        )
-        parts.append(
             f'<text x="{label_w - 6}" y="{top_h + i * cell + cell / 2 + 4:.1f}" font-size="11" '
             f'fill="#24292f" text-anchor="end">{escape(name)}</text>'
         )
     for i, a in enumerate(nodes):
         for k, b in enumerate(nodes):
             x, y = label_w + k * cell, top_h + i * cell
-            if a == b:
-                parts.append(
-                    f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="#d0d7de"/>'
-                )
-                continue
-            value, status, tested = lookup(a, b)
-            if not tested:
-                parts.append(
-                    f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                    'fill="#f6f8fa" stroke="#ffffff"/>'
-                )
-                continue
-            fill = _heat_color(value / best) if value is not None else "#ffe0e0"
-            parts.append(
-                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
-                'stroke="#ffffff"/>'
-            )
-            if status is not None and status is not Status.PASS:
-                stroke = STATUS_COLORS[status.value]
-                parts.append(
-                    f'<rect x="{x + 2}" y="{y + 2}" width="{cell - 4}" '
-                    f'height="{cell - 4}" fill="none" stroke="{stroke}" '
-                    'stroke-width="3"/>'
-                )
-            text = "failed" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
-            dark = value is not None and value / best > 0.55
-            parts.append(
-                f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" '
-                f'font-size="11" fill="{"#ffffff" if dark else "#24292f"}">{text}'
-                f"<title>{escape(a)} - {escape(b)}: "
-                f"{'no result' if value is None else f'{value:.2f} GB/s'}"
-                f"{' (' + status.value + ')' if status else ''}</title></text>"
-            )
-    # Legend.
-    lx, ly = label_w + size + 24, top_h + 8
-    parts.append(
-        f'<text x="{lx}" y="{ly - 8}" font-size="11" fill="#57606a">{escape(label)}</text>'
+            parts.append(_heat_cell(a, b, x, y, cell, best, pairs, statuses))
+    parts.append(_heat_legend(label_w + size + 24, top_h + 8, label, best))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _heat_cell(
+    a: str,
+    b: str,
+    x: int,
+    y: int,
+    cell: int,
+    best: float,
+    pairs: Mapping[tuple[str, str], float | None],
+    statuses: Mapping[tuple[str, str], Status],
+) -> str:
+    """One cell: grey on the diagonal, pale when untested, coloured by busbw otherwise."""
+    if a == b:
+        return f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="#d0d7de"/>'
+    key = next((k for k in ((a, b), (b, a)) if k in pairs or k in statuses), None)
+    if key is None:
+        return (
+            f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+            'fill="#f6f8fa" stroke="#ffffff"/>'
+        )
+    value, status = pairs.get(key), statuses.get(key)
+    fill = _heat_color(value / best) if value is not None else "#ffe0e0"
+    out = f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#ffffff"/>'
+    if status is not None and status is not Status.PASS:
+        out += (
+            f'<rect x="{x + 2}" y="{y + 2}" width="{cell - 4}" height="{cell - 4}" fill="none" '
+            f'stroke="{STATUS_COLORS[status.value]}" stroke-width="3"/>'
+        )
+    text = "failed" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+    dark = value is not None and value / best > 0.55
+    return out + (
+        f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" '
+        f'font-size="11" fill="{"#ffffff" if dark else "#24292f"}">{text}'
+        f"<title>{escape(a)} - {escape(b)}: "
+        f"{'no result' if value is None else f'{value:.2f} GB/s'}"
+        f"{' (' + status.value + ')' if status else ''}</title></text>"
     )
+
+
+def _heat_legend(lx: int, ly: int, label: str, best: float) -> str:
+    parts = [f'<text x="{lx}" y="{ly - 8}" font-size="11" fill="#57606a">{escape(label)}</text>']
     for step in range(11):
-        frac = 1 - step / 10
         parts.append(
             f'<rect x="{lx}" y="{ly + step * 12}" width="18" height="12" '
-            f'fill="{_heat_color(frac)}"/>'
+            f'fill="{_heat_color(1 - step / 10)}"/>'
         )
     parts.append(
         f'<text x="{lx + 24}" y="{ly + 10}" font-size="11" fill="#57606a">{best:.0f}</text>'
+        f'<text x="{lx + 24}" y="{ly + 130}" font-size="11" fill="#57606a">0</text>'
     )
-    parts.append(f'<text x="{lx + 24}" y="{ly + 130}" font-size="11" fill="#57606a">0</text>')
-    parts.append(
-        f'<rect x="{lx}" y="{ly + 150}" width="18" height="12" fill="none" '
-        f'stroke="{STATUS_COLORS["fail"]}" stroke-width="3"/>'
-        f'<text x="{lx + 24}" y="{ly + 160}" font-size="11" fill="#57606a">fail</text>'
-    )
-    parts.append(
-        f'<rect x="{lx}" y="{ly + 170}" width="18" height="12" fill="none" '
-        f'stroke="{STATUS_COLORS["warn"]}" stroke-width="3"/>'
-        f'<text x="{lx + 24}" y="{ly + 180}" font-size="11" fill="#57606a">warn</text>'
-    )
+    for dy, status in ((150, "fail"), (170, "warn")):
+        parts.append(
+            f'<rect x="{lx}" y="{ly + dy}" width="18" height="12" fill="none" '
+            f'stroke="{STATUS_COLORS[status]}" stroke-width="3"/>'
+            f'<text x="{lx + 24}" y="{ly + dy + 10}" font-size="11" fill="#57606a">{status}</text>'
+        )
     parts.append(
         f'<rect x="{lx}" y="{ly + 190}" width="18" height="12" fill="#f6f8fa" '
         'stroke="#d0d7de"/>'
         f'<text x="{lx + 24}" y="{ly + 200}" font-size="11" fill="#57606a">not tested'
         "</text>"
     )
-    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -405,13 +432,30 @@ def svg_burnin_bars(
             f'<text x="{left + pw + 6}" y="{top + ph}" font-size="10" fill="#6e7781">'
             f"axis starts at {ymin:g}</text>"
         )
+    parts += _bars(data, metric, unit, left, top + ph, py)
+    parts += _bar_lines(median, floors or {}, left, pw, py)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bars(
+    data: list[dict[str, Any]],
+    metric: str,
+    unit: str,
+    left: int,
+    base: float,
+    py: Callable[[float], float],
+) -> list[str]:
+    """The bars, one per GPU, with a label under each node's group."""
+    bar, gap, group_gap = 14, 3, 18
+    parts: list[str] = []
     x = left
     current = None
     group_start = x
     for r in data:
         node = str(r["node"])
         if current is not None and node != current:
-            parts.append(_group_label(current, group_start, x - gap, top + ph))
+            parts.append(_group_label(current, group_start, x - gap, base))
             x += group_gap
             group_start = x
         current = node
@@ -419,37 +463,45 @@ def svg_burnin_bars(
         status = str(r.get("status", "pass"))
         color = STATUS_COLORS.get(status, "#6e7781")
         parts.append(
-            f'<rect x="{x}" y="{py(v):.1f}" width="{bar}" height="{top + ph - py(v):.1f}" '
+            f'<rect x="{x}" y="{py(v):.1f}" width="{bar}" height="{base - py(v):.1f}" '
             f'fill="{color}" opacity="{0.55 if status == "pass" else 0.95}">'
             f"<title>{escape(node)} GPU {escape(str(r.get('gpu')))}: {v:g} {escape(unit)} "
             f"({escape(status)})</title></rect>"
-            f'<text x="{x + bar / 2}" y="{top + ph + 12}" text-anchor="middle" font-size="9" '
+            f'<text x="{x + bar / 2}" y="{base + 12}" text-anchor="middle" font-size="9" '
             f'fill="#57606a">{escape(str(r.get("gpu")))}</text>'
         )
         x += bar + gap
     if current is not None:
-        parts.append(_group_label(current, group_start, x - gap, top + ph))
+        parts.append(_group_label(current, group_start, x - gap, base))
+    return parts
+
+
+def _bar_lines(
+    median: float,
+    floors: Mapping[str, float],
+    left: int,
+    pw: int,
+    py: Callable[[float], float],
+) -> list[str]:
+    """The fleet median and the floors across the bars, labelled on the right."""
+    parts: list[str] = []
     labelled: list[float] = []
     lines = [(median, "fleet median", "#24292f", "2 3")]
-    for name, value in (floors or {}).items():
-        stroke = STATUS_COLORS.get(name, "#6e7781")
-        lines.append((value, name, stroke, "6 4"))
+    for name, value in floors.items():
+        lines.append((value, name, STATUS_COLORS.get(name, "#6e7781"), "6 4"))
     for value, name, stroke, dash in lines:
         y = py(value)
-        parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="{stroke}" stroke-width="1.3" stroke-dasharray="{dash}"/>'
-        )
         ly = y + 4
         while any(abs(ly - other) < 12 for other in labelled):
             ly += 12
         labelled.append(ly)
         parts.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{stroke}" stroke-width="1.3" stroke-dasharray="{dash}"/>'
             f'<text x="{left + pw + 6}" y="{ly:.1f}" font-size="11" fill="{stroke}">'
             f"{escape(name)} {value:g}</text>"
         )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 def _group_label(node: str, x0: float, x1: float, base: float) -> str:
@@ -464,30 +516,38 @@ def _group_label(node: str, x0: float, x1: float, base: float) -> str:
 # ---------------------------------------------------------------- renderers
 
 
+def _package_template(name: str) -> str | None:
+    """A template shipped in the package (gpufleet/verify/templates), or None."""
+    file = resources.files("gpufleet.verify").joinpath("templates", name)
+    return file.read_text(encoding="utf-8") if file.is_file() else None
+
+
 def _template_env() -> jinja2.Environment:
-    candidates = [
-        Path(os.environ["GPUFLEET_TEMPLATES"]) if os.environ.get("GPUFLEET_TEMPLATES") else None,
-        Path(__file__).resolve().parents[3] / "templates",
-        Path.cwd() / "templates",
-    ]
-    for folder in candidates:
-        if folder is not None and (folder / TEMPLATE_NAME).is_file():
-            return jinja2.Environment(
-                loader=jinja2.FileSystemLoader(str(folder)),
-                autoescape=True,
-                undefined=jinja2.StrictUndefined,
-                trim_blocks=True,
-                lstrip_blocks=True,
-            )
-    raise UserError(
-        [
-            Problem(
-                TEMPLATE_NAME,
-                "report template not found",
-                "run from the gpufleet checkout or set GPUFLEET_TEMPLATES",
-            )
-        ]
+    """The report template from the package; $GPUFLEET_TEMPLATES may hold a site's own."""
+    loaders: list[jinja2.BaseLoader] = []
+    if os.environ.get("GPUFLEET_TEMPLATES"):
+        loaders.append(jinja2.FileSystemLoader(os.environ["GPUFLEET_TEMPLATES"]))
+    loaders.append(jinja2.FunctionLoader(_package_template))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    try:
+        env.get_template(TEMPLATE_NAME)
+    except jinja2.TemplateNotFound:
+        raise UserError(
+            [
+                Problem(
+                    TEMPLATE_NAME,
+                    "report template not found in the package or $GPUFLEET_TEMPLATES",
+                    "reinstall gpufleet or point GPUFLEET_TEMPLATES at a folder holding it",
+                )
+            ]
+        ) from None
+    return env
 
 
 def render_html(
@@ -538,7 +598,9 @@ def render_json(report: Report) -> str:
         "generated_at": report.generated_at,
         "status": report.status.value,
         "counts": report.counts(),
-        "verdicts": [_jsonable(v.to_dict()) for v in report.all_verdicts()],
+        "verdicts": [
+            {"name": name, **_jsonable(v.to_dict())} for name, v in report.named_verdicts()
+        ],
         "pairs": [
             {
                 "a": a,
@@ -571,9 +633,9 @@ def render_junit(report: Report) -> str:
             "timestamp": report.generated_at,
         },
     )
-    for v in verdicts:
+    for name, v in report.named_verdicts():
         case = ET.SubElement(
-            suite, "testcase", {"classname": f"gpufleet.verify.{v.kind}", "name": v.subject}
+            suite, "testcase", {"classname": f"gpufleet.verify.{v.kind}", "name": name}
         )
         if v.status is Status.FAIL:
             failure = ET.SubElement(
@@ -598,55 +660,81 @@ def _label(value: Any) -> str:
 
 
 def render_prometheus(report: Report) -> str:
-    """Text exposition format for node_exporter's textfile collector."""
+    """Text exposition format for node_exporter's textfile collector: one series per
+    verdict (names made unique, so no label set repeats), counts as in the JSON."""
     lines = [
         "# HELP gpufleet_verify_status Verdict of a verification check (0 pass, 1 warn, 2 fail).",
         "# TYPE gpufleet_verify_status gauge",
     ]
-    seen: set[str] = set()
-    for v in report.all_verdicts():
-        sample = (
-            f'gpufleet_verify_status{{subject="{_label(v.subject)}",kind="{_label(v.kind)}"}} '
+    for name, v in report.named_verdicts():
+        lines.append(
+            f'gpufleet_verify_status{{subject="{_label(name)}",kind="{_label(v.kind)}"}} '
             f"{v.status.rank}"
         )
-        if sample not in seen:
-            seen.add(sample)
-            lines.append(sample)
+    lines += _bandwidth_series(report)
+    counts = report.counts()
     lines += [
-        "# HELP gpufleet_nccl_busbw_gbps nccl-tests bus bandwidth at the judged message size.",
-        "# TYPE gpufleet_nccl_busbw_gbps gauge",
-    ]
-    for run in report.runs:
-        m = run.verdict.metrics
-        if m.get("busbw_gbps") is None:
-            continue
-        lines.append(
-            f'gpufleet_nccl_busbw_gbps{{subject="{_label(run.verdict.subject)}",'
-            f'collective="{_label(m.get("collective", ""))}",kind="{_label(m.get("kind", ""))}",'
-            f'size_bytes="{m.get("size_bytes")}"}} {float(m["busbw_gbps"]):g}'
-        )
-    lines += [
+        "# HELP gpufleet_verify_checks Verification checks by status.",
+        "# TYPE gpufleet_verify_checks gauge",
+        *(f'gpufleet_verify_checks{{status="{s}"}} {n}' for s, n in counts.items()),
         "# HELP gpufleet_verify_failed_checks Number of verification checks that failed.",
         "# TYPE gpufleet_verify_failed_checks gauge",
-        f"gpufleet_verify_failed_checks {report.counts()['fail']}",
+        f"gpufleet_verify_failed_checks {counts['fail']}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _bandwidth_series(report: Report) -> list[str]:
+    """busbw and algbw of every nccl run at its largest size, judged against a pack or not."""
+    names = {id(v): name for name, v in report.named_verdicts()}
+    lines: list[str] = []
+    for metric, key, what in (
+        ("gpufleet_nccl_busbw_gbps", "busbw_gbps", "bus bandwidth"),
+        ("gpufleet_nccl_algbw_gbps", "algbw_gbps", "algorithm bandwidth"),
+    ):
+        lines += [
+            f"# HELP {metric} nccl-tests {what} at the largest message size of a run.",
+            f"# TYPE {metric} gauge",
+        ]
+        for run in report.runs:
+            m = run.verdict.metrics
+            if m.get(key) is None:
+                continue
+            labels = (
+                f'subject="{_label(names[id(run.verdict)])}",'
+                f'collective="{_label(m.get("collective", ""))}",'
+                f'kind="{_label(m.get("kind", ""))}",size_bytes="{m.get("size_bytes")}"'
+            )
+            lines.append(f"{metric}{{{labels}}} {float(m[key]):g}")
+    return lines
+
+
+# Readable by a node_exporter that does not run as root, writable by the owner.
+DEFAULT_MODE = 0o644
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
     # node_exporter may read the .prom file at any moment: write aside, then rename.
+    # mkstemp creates the file 0600; the mode is set before the rename makes it visible.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_report(
     report: Report,
     out_dir: str | Path,
     burnin_floors: Mapping[str, Mapping[str, float]] | None = None,
+    mode: int = DEFAULT_MODE,
 ) -> dict[str, Path]:
-    """Write report.html, report.json, junit.xml and gpufleet_verify.prom into out_dir."""
+    """Write report.html, report.json, junit.xml and gpufleet_verify.prom into out_dir,
+    each with `mode` (0644 unless the operator asks otherwise)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not report.generated_at:
@@ -658,7 +746,7 @@ def write_report(
         "prometheus": (out / "gpufleet_verify.prom", render_prometheus(report)),
     }
     for path, text in files.values():
-        _atomic_write(path, text)
+        _atomic_write(path, text, mode)
     return {key: path for key, (path, _) in files.items()}
 
 

@@ -12,14 +12,23 @@ a first healthy run with `gpufleet verify baseline`):
         ...
 
 Every figure is `{value: ..., source: "..."}`: a number without a source is
-rejected at load time.
+rejected at load time. The built-in packs are package data, read through
+`importlib.resources` (an installed wheel has them too).
+
+Profiles name a platform and a fabric: `hgx-h100-8gpu-ib`. The platforms are those
+the packs name; the fabrics are InfiniBand, RoCE, AWS EFA, Google's GPUDirect-TCPX
+and TCPXO (`tcpx`) and plain TCP sockets. Only InfiniBand and RoCE have built-in
+floors; the others are judged for errors and said to be unjudged.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,9 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gpufleet.errors import Problem, UserError
 
+# The folder on disk, for tools that list the packs; loading goes through importlib.resources.
 PACK_DIR = Path(__file__).parent
 KINDS = ("1node", "2node", "multinode", "nic")
-FABRICS = ("ib", "roce", "efa", "socket", "any")
+PROFILE_FABRICS = ("ib", "roce", "efa", "tcpx", "socket")
+FABRICS = (*PROFILE_FABRICS, "any")
+Fabric = Literal["ib", "roce", "efa", "tcpx", "socket", "any"]
 
 
 class _Strict(BaseModel):
@@ -91,7 +103,7 @@ class NcclPack(_Strict):
     collectives: list[str] = Field(min_length=1)
     kind: Literal["1node", "2node", "multinode", "nic"]
     platforms: list[str] = Field(min_length=1)
-    fabrics: list[Literal["ib", "roce", "efa", "socket", "any"]] = Field(min_length=1)
+    fabrics: list[Fabric] = Field(min_length=1)
     ranks: int | None = Field(default=None, ge=1)
     expected_max_bytes: int | None = Field(default=None, ge=1)
     busbw: Floors | None = None
@@ -177,7 +189,7 @@ def _validate(raw: Any, where: str) -> Pack:
         raise UserError(problems, title=f"invalid threshold pack {where}") from None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path | Traversable) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -188,14 +200,21 @@ def _read_yaml(path: Path) -> Any:
         raise UserError([Problem(str(path), f"not valid YAML: {err}", "fix the syntax")]) from None
 
 
+def builtin_files() -> list[Traversable]:
+    """The built-in pack files, from the package data."""
+    found = [f for f in resources.files(__name__).iterdir() if f.name.endswith(".yaml")]
+    return sorted(found, key=lambda f: f.name)
+
+
 def builtin_raw() -> dict[str, dict[str, Any]]:
     """The built-in packs as plain dicts, by name."""
     raw: dict[str, dict[str, Any]] = {}
-    for path in sorted(PACK_DIR.glob("*.yaml")):
-        data = _read_yaml(path)
-        if not isinstance(data, dict) or data.get("name") != path.stem:
-            raise UserError([Problem(str(path), "pack name must equal the file name", "")])
-        raw[path.stem] = data
+    for file in builtin_files():
+        stem = file.name.removesuffix(".yaml")
+        data = _read_yaml(file)
+        if not isinstance(data, dict) or data.get("name") != stem:
+            raise UserError([Problem(file.name, "pack name must equal the file name", "")])
+        raw[stem] = data
     return raw
 
 
@@ -292,6 +311,28 @@ def load_thresholds(site_file: str | Path | None = None) -> ThresholdSet:
 def parse_profile(profile: str) -> tuple[str, str]:
     """`hgx-h100-8gpu-ib` -> (`hgx-h100-8gpu`, `ib`); a profile without fabric gets `ib`."""
     head, _, tail = profile.rpartition("-")
-    if head and tail in FABRICS:
+    if head and tail in PROFILE_FABRICS:
         return head, tail
     return profile, "ib"
+
+
+def known_platforms(thresholds: ThresholdSet) -> list[str]:
+    """Platforms some pack (built-in or the site's) names."""
+    return sorted({p for pack in thresholds.packs.values() for p in pack.platforms if p != "any"})
+
+
+def check_profile(profile: str, thresholds: ThresholdSet) -> tuple[str, str]:
+    """(platform, fabric) of a known profile; UserError naming the choices otherwise."""
+    platform, fabric = parse_profile(profile)
+    platforms = known_platforms(thresholds)
+    if platform in platforms:
+        return platform, fabric
+    choices = [f"{p}-{f}" for p in platforms for f in PROFILE_FABRICS]
+    close = difflib.get_close_matches(profile, choices, n=1)
+    hint = (
+        f"use <platform>-<fabric> with a platform of {', '.join(platforms)} and a fabric of "
+        f"{', '.join(PROFILE_FABRICS)}"
+    )
+    if close:
+        hint = f"did you mean {close[0]}? {hint}"
+    raise UserError([Problem("--profile", f"unknown profile {profile!r}", hint)])
