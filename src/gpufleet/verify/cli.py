@@ -28,6 +28,7 @@ from gpufleet.verify.report import (
     verdicts_from,
     write_report,
 )
+from gpufleet.verify.site import DEFAULT_PROFILE, judge_profile
 from gpufleet.verify.thresholds import ThresholdSet, check_profile, load_thresholds, parse_profile
 from gpufleet.verify.verdict import Status, Verdict, worst
 
@@ -43,6 +44,16 @@ verify_app = typer.Typer(
 _LOGS = typer.Argument(..., help="nccl-tests output files (stdout of *_perf, any launcher).")
 _PROFILE = typer.Option(
     "hgx-h100-8gpu-ib", "--profile", help="Platform and fabric, e.g. hgx-h100-8gpu-roce."
+)
+# nccl: --profile for logs from elsewhere, --site to take the profile of a site's GPU nodes.
+_NCCL_PROFILE = typer.Option(
+    None,
+    "--profile",
+    help=f"Platform and fabric, e.g. hgx-h100-8gpu-roce (default {DEFAULT_PROFILE};"
+    " not with --site).",
+)
+_SITE = typer.Option(
+    None, "--site", help="Site directory or cluster.yaml: judge with its GPU nodes' profile."
 )
 _KIND = typer.Option(
     "auto", "--kind", help="auto, 1node, 2node-ring, multinode or nic (auto: from the hosts)."
@@ -134,7 +145,8 @@ def _exit_for(verdicts: list[Verdict]) -> None:
 @verify_app.command("nccl")
 def nccl_cmd(
     logs: list[Path] = _LOGS,
-    profile: str = _PROFILE,
+    profile: str | None = _NCCL_PROFILE,
+    site: Path | None = _SITE,
     kind: str = _KIND,
     ranks: int | None = _RANKS,
     max_bytes: int | None = _MAX_BYTES,
@@ -146,7 +158,7 @@ def nccl_cmd(
     """Judge nccl-tests logs: pass/warn/fail per run with the reason. Exit 1 on any fail,
     2 when a log could not be read (the others are judged all the same)."""
     threshold_set = load_thresholds(thresholds)
-    options = _options(profile, kind, ranks, max_bytes, label, threshold_set)
+    options = _options(judge_profile(profile, site), kind, ranks, max_bytes, label, threshold_set)
     read, failed = _read_logs(logs)
     if not read:
         raise _all_unreadable(failed)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gpufleet.errors import Problem, UserError
-from gpufleet.verify.isolation import rail_optimized_layout
+from gpufleet.verify.isolation import FabricLayout, rail_optimized_layout
 from gpufleet.verify.simulate import (
     FaultKind,
     Outcome,
@@ -19,6 +20,8 @@ from gpufleet.verify.simulate import (
     run_adaptive,
     run_naive,
 )
+from gpufleet.verify.site import nodes_per_leaf as site_nodes_per_leaf
+from gpufleet.verify.site import site_layout
 from gpufleet.verify.verdict import Status
 
 
@@ -102,7 +105,35 @@ def _print_outcome(console: Console, outcome: Outcome, show_all: bool) -> None:
         console.print(f"healthy nodes blamed: {', '.join(acc.healthy_nodes_blamed[:20])}")
 
 
-# A list option's default lives at module level (ruff B008: no calls in defaults).
+Shape = tuple[int | None, int | None, int | None]  # --nodes, --rails, --nodes-per-leaf
+
+
+def _layout(
+    site: Path | None, shape: Shape, faults: int, kinds: list[str]
+) -> tuple[str | None, FabricLayout]:
+    """The site's layout (--site), or a rail-optimized one of the given shape;
+    the arguments checked, every problem at once."""
+    if site is not None:
+        names = ("--nodes", "--rails", "--nodes-per-leaf")
+        given = [name for name, value in zip(names, shape, strict=True) if value is not None]
+        if given:
+            raise UserError(
+                [Problem(o, "given together with --site", "the site sets it") for o in given]
+            )
+        name, layout = site_layout(site)
+        _check_args(len(layout.nodes), faults, layout.rails, 1, kinds)
+        return name, layout
+    nodes = shape[0] if shape[0] is not None else 64
+    rails = shape[1] if shape[1] is not None else 8
+    per_leaf = shape[2] if shape[2] is not None else 32
+    _check_args(nodes, faults, rails, per_leaf, kinds)
+    return None, rail_optimized_layout(nodes, rails=rails, nodes_per_leaf=per_leaf)
+
+
+# List and path options' defaults live at module level (ruff B008: no calls in defaults).
+_SITE_OPTION = typer.Option(
+    None, "--site", help="Plan on this site's GPU nodes, rails and leaf switches."
+)
 _KIND_OPTION = typer.Option(
     None, "--kind", help="Fault kind to inject (gpu, nic, straggler, leaf); repeatable."
 )
@@ -113,13 +144,14 @@ def register_isolation(verify_app: typer.Typer) -> None:
 
     @verify_app.command("simulate")
     def simulate(
-        nodes: int = typer.Option(64, "--nodes", help="Nodes in the simulated cluster."),
+        nodes: int | None = typer.Option(None, "--nodes", help="Nodes (default 64)."),
         faults: int = typer.Option(4, "--faults", help="Faults to inject (mixed kinds)."),
         seed: int = typer.Option(0, "--seed", help="Seed for faults and noise."),
-        rails: int = typer.Option(8, "--rails", help="Rails (NICs) per node."),
-        nodes_per_leaf: int = typer.Option(
-            32, "--nodes-per-leaf", help="Nodes under one leaf switch per rail."
+        rails: int | None = typer.Option(None, "--rails", help="Rails per node (default 8)."),
+        nodes_per_leaf: int | None = typer.Option(
+            None, "--nodes-per-leaf", help="Nodes under one leaf per rail (default 32)."
         ),
+        site: Path | None = _SITE_OPTION,
         kind: list[str] | None = _KIND_OPTION,
         naive: bool = typer.Option(False, "--naive", help="Also run the naive plan."),
         show_all: bool = typer.Option(False, "--all-verdicts", help="Show passing verdicts too."),
@@ -127,8 +159,9 @@ def register_isolation(verify_app: typer.Typer) -> None:
     ) -> None:
         """Inject faults into a simulated cluster and let the isolation planner find them."""
         kind = kind or []
-        _check_args(nodes, faults, rails, nodes_per_leaf, kind)
-        layout = rail_optimized_layout(nodes, rails=rails, nodes_per_leaf=nodes_per_leaf)
+        name, layout = _layout(site, (nodes, rails, nodes_per_leaf), faults, kind)
+        nodes, rails = len(layout.nodes), layout.rails
+        nodes_per_leaf = site_nodes_per_leaf(layout)
         kinds = tuple(FaultKind(k) for k in kind) or tuple(FaultKind)
         injected = inject_faults(layout, faults, seed, kinds)
         adaptive = run_adaptive(SimCluster(layout, injected, seed), include_passing_nics=show_all)
@@ -136,6 +169,7 @@ def register_isolation(verify_app: typer.Typer) -> None:
         bound = math.log2(nodes) + 3
         if as_json:
             data: dict[str, object] = {
+                "site": name,
                 "nodes": nodes,
                 "rails": rails,
                 "nodes_per_leaf": nodes_per_leaf,
@@ -149,7 +183,10 @@ def register_isolation(verify_app: typer.Typer) -> None:
             typer.echo(json.dumps(data, indent=2))
             return
         console = Console()
-        table = Table(title=f"{nodes} nodes, {rails} rails, {nodes_per_leaf} nodes per leaf")
+        where = f"site {name}: " if name else ""
+        table = Table(
+            title=f"{where}{nodes} nodes, {rails} rails, up to {nodes_per_leaf} nodes per leaf"
+        )
         table.add_column("injected fault")
         for fault in injected:
             table.add_row(fault.describe())
