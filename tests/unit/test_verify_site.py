@@ -22,10 +22,17 @@ MINIMAL = ROOT / "tests" / "data" / "specs" / "minimal-ib.yaml"
 
 @pytest.mark.parametrize(
     ("site", "profile"),
-    [("example-ib", "hgx-h100-8gpu-ib"), ("example-roce", "hgx-h100-8gpu-roce"), ("lab", "lab")],
+    [("example-ib", "hgx-h100-8gpu-ib"), ("example-roce", "hgx-h100-8gpu-roce")],
 )
 def test_gpu_profile_of_each_site(site: str, profile: str) -> None:
     assert gpu_profile(load_cluster(SITES / site)) == profile
+
+
+def test_a_lab_without_gpus_has_no_profile_to_judge_with(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["verify", "nccl", LOG, "--site", str(SITES / "lab")]) == 2
+    assert "--site: the gpu nodes of site lab have no GPUs" in capsys.readouterr().err
 
 
 def test_profile_from_site_or_option_never_both() -> None:

@@ -34,6 +34,18 @@ def gpu_profile(cluster: Cluster) -> str:
                 )
             ]
         )
+    profile = cluster.nodes_by_role("gpu")[0].profile
+    if profile.gpu_count == 0:
+        raise UserError(
+            [
+                Problem(
+                    "--site",
+                    f"the gpu nodes of site {site} have no GPUs (profile {names[0]}:"
+                    f" {profile.description or 'no gpu_count'}), nothing to judge logs against",
+                    "judge logs from real GPU nodes with --profile",
+                )
+            ]
+        )
     return names[0]
 
 
