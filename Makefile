@@ -37,6 +37,7 @@ test: bootstrap lint unit integration molecule
 lint:
 	ruff check $(PY_PATHS)
 	ruff format --check $(PY_PATHS)
+	mypy
 	yamllint --strict .
 	ansible-lint
 	ansible-playbook --syntax-check site.yml

@@ -20,7 +20,8 @@ END = "<!-- END VARIABLES -->"
 
 def load_options(role_dir: Path) -> dict[str, dict[str, Any]]:
     spec = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())
-    return spec["argument_specs"]["main"]["options"]
+    options: dict[str, dict[str, Any]] = spec["argument_specs"]["main"]["options"]
+    return options
 
 
 def _cell(value: Any) -> str:

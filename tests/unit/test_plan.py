@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from gpufleet.model import cluster_from_data, load_cluster
-from gpufleet.plan import plan_dict
+from gpufleet.plan import plan_dict, plan_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +53,27 @@ def test_explicit_index_beats_the_name() -> None:
     plan = cluster_from_data(data)
     assert plan.node("gpu002").frontend.address == IPv4Address("10.1.0.142")
     assert plan.node("gpu001").frontend.address == IPv4Address("10.1.0.101")
+
+
+def test_plan_tables_list_every_interface_once_sorted_by_address() -> None:
+    cluster = load_cluster(ROOT / "inventories/example-ib")
+    sections = plan_tables(cluster).strip().split("\n\n")
+    assert [s.split(" ", 1)[0] for s in sections] == [s.name for s in cluster.subnets]
+    for section, subnet in zip(sections, cluster.subnets, strict=True):
+        title, header, rule, *rows = section.splitlines()
+        assert header.split() == ["address", "hostname", "node", "role", "source"]
+        assert set(rule.replace(" ", "")) == {"-"}
+        expected = [(str(i.address), i.hostname, n.name) for n, i in cluster.rows(subnet.name)]
+        if subnet.name == "frontend":
+            expected = [(str(v.address), v.hostname, "-") for v in cluster.vips] + expected
+        assert [tuple(r.split()[:3]) for r in rows] == expected
+        assert title.endswith(f": {len(expected)} addresses")
+    gpu7 = next(r for r in sections[1].splitlines() if " gpu007 " in r)
+    assert gpu7.split() == ["10.1.0.107", "gpu007.ib.example.net", "gpu007", "gpu", "index", "7"]
+
+
+def test_plan_table_of_one_network() -> None:
+    cluster = load_cluster(ROOT / "inventories/lab")
+    text = plan_tables(cluster, "rail1")
+    assert text.startswith("rail1 198.18.11.0/24 (MTU 1500): 7 addresses\n")
+    assert text.count("\n\n") == 1

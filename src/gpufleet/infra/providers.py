@@ -66,7 +66,7 @@ _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN
 
 
 def _known(value: Any) -> bool:
-    return value != _UNKNOWN
+    return bool(value != _UNKNOWN)
 
 
 def _check_connection(props: dict[str, Any]) -> list[CheckFailure]:

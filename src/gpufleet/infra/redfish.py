@@ -85,7 +85,7 @@ def endpoint_from_props(props: Mapping[str, Any]) -> BmcEndpoint:
         verify_tls=bool(props.get("verify_tls", True)),
         ca_bundle=props.get("ca_bundle") or None,
         timeout=float(props.get("timeout") or 30.0),
-        retries=int(props.get("retries") if props.get("retries") is not None else 4),
+        retries=int(retries) if (retries := props.get("retries")) is not None else 4,
         backoff=float(props.get("backoff") or 0.5),
     )
 

@@ -30,7 +30,7 @@ _NAMESPACE = uuid.UUID("6f1f0c1e-3b1e-4c8e-9d8a-0a6b2f6c9e10")
 BOOT_DEVICES = ("Pxe", "Hdd", "Cd", "UefiHttp")
 
 
-class PodmanSystemsDriver(AbstractSystemsDriver):
+class PodmanSystemsDriver(AbstractSystemsDriver):  # type: ignore[misc]  # sushy-tools: untyped
     """Systems are the lab's node containers, named `<lab>-<node>`."""
 
     def __init__(self, lab: str, nodes: dict[str, dict[str, Any]], state_file: Path) -> None:
@@ -69,7 +69,8 @@ class PodmanSystemsDriver(AbstractSystemsDriver):
     # persisted settings ---------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
         if self._state_file.exists():
-            return json.loads(self._state_file.read_text())
+            settings: dict[str, dict[str, Any]] = json.loads(self._state_file.read_text())
+            return settings
         return {}
 
     def _setting(self, identity: str, key: str, default: Any) -> Any:
@@ -108,7 +109,7 @@ class PodmanSystemsDriver(AbstractSystemsDriver):
 
     # boot -----------------------------------------------------------------
     def get_boot_device(self, identity: str) -> str:
-        return self._setting(identity, "boot_device", "Hdd")
+        return str(self._setting(identity, "boot_device", "Hdd"))
 
     def set_boot_device(self, identity: str, boot_source: str) -> None:
         if boot_source not in BOOT_DEVICES:
@@ -117,7 +118,7 @@ class PodmanSystemsDriver(AbstractSystemsDriver):
         self._set(identity, "boot_device", boot_source)
 
     def get_boot_mode(self, identity: str) -> str:
-        return self._setting(identity, "boot_mode", "UEFI")
+        return str(self._setting(identity, "boot_mode", "UEFI"))
 
     def set_boot_mode(self, identity: str, boot_mode: str) -> None:
         if boot_mode not in ("UEFI", "Legacy"):
@@ -148,7 +149,7 @@ def serve(
     from sushy_tools.emulator import main as emulator
 
     driver = PodmanSystemsDriver(lab, nodes, state_dir / "bmc-settings.json")
-    emulator.Application.systems = property(lambda _self: driver)  # type: ignore[assignment]
+    emulator.Application.systems = property(lambda _self: driver)
     emulator.app.configure(
         extra_config={
             "SUSHY_EMULATOR_FEATURE_SET": "full",

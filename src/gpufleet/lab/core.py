@@ -12,6 +12,7 @@ exactly that and nothing else.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -112,7 +113,8 @@ def _bmc_alive(port: int) -> bool:
     try:
         # The service root needs no credentials (Redfish spec); everything below it does.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1", timeout=2) as r:
-            return r.status == 200
+            status: int = r.status
+            return status == 200
     except OSError:
         return False
 
@@ -383,7 +385,7 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
     (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
     for node in cluster.nodes:
         address = str(node.frontend.address)
-        _wait(lambda a=address: _port_open(a), 60, f"sshd on {node.name} ({address})")
+        _wait(functools.partial(_port_open, address), 60, f"sshd on {node.name} ({address})")
         result = ssh(lab, user, address, "true")
         if result.returncode != 0:
             raise UserError(f"{node.name}: SSH with the lab key failed: {result.stderr.strip()}")

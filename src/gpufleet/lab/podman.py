@@ -48,7 +48,8 @@ def is_running(name: str) -> bool:
 
 
 def inspect(name: str) -> dict[str, Any]:
-    return json.loads(podman("inspect", name).stdout)[0]
+    found: list[dict[str, Any]] = json.loads(podman("inspect", name).stdout)
+    return found[0]
 
 
 def exec_in(name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -46,9 +46,9 @@ def assign_leaves(
     topo = fabric.topology
     unit_of: dict[str, str] = {}
     if topo is not None:
-        for unit in topo.units:
-            for rack in unit.racks:
-                unit_of.setdefault(rack, unit.name)
+        for su in topo.units:
+            for rack in su.racks:
+                unit_of.setdefault(rack, su.name)
     described = topo is not None or any(
         n.fabric_leaves is not None and rails_of.get(i, 0) for i, n in enumerate(spec.nodes)
     )

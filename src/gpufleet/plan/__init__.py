@@ -76,17 +76,21 @@ def plan_tables(cluster: Cluster, network: str | None = None) -> str:
     rows_by_net: dict[str, list[tuple[int, Row]]] = {s.name: [] for s in cluster.subnets}
     for node in cluster.nodes:
         for iface in node.interfaces:
-            rows = rows_by_net.get(iface.network)
-            if rows is None:
+            bucket = rows_by_net.get(iface.network)
+            if bucket is None:
                 continue
             source = "pin" if iface.pinned else f"index {node.index}"
-            row = (str(iface.address), iface.hostname, node.name, node.role, source)
-            rows.append((int(iface.address), row))
+            bucket.append(
+                (
+                    int(iface.address),
+                    (str(iface.address), iface.hostname, node.name, node.role, source),
+                )
+            )
     out: list[str] = []
     for subnet in cluster.subnets:
         if network is not None and subnet.name != network:
             continue
-        rows = [r for _, r in sorted(rows_by_net[subnet.name], key=lambda kr: kr[0])]
+        rows: list[Row] = [r for _, r in sorted(rows_by_net[subnet.name], key=lambda kr: kr[0])]
         if subnet.name == "frontend":
             vips = [(str(v.address), v.hostname, "-", "vip", "spec") for v in cluster.vips]
             rows = vips + rows

@@ -15,7 +15,7 @@ INVENTORIES = Path("inventories")
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]  # a base chosen at import time
     """SafeLoader that records duplicate mapping keys instead of keeping the last one."""
 
     def __init__(self, stream: str) -> None:
