@@ -18,6 +18,7 @@ Files (relative to the site directory):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -52,51 +53,55 @@ def _header(cluster: Cluster, what: str) -> str:
 
 
 def _scalar(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        # A JSON string is a valid YAML double-quoted scalar: always quoting keeps
+        # values such as "550" or "10:00:00:00:00:01" strings for every YAML reader.
+        return f'"{value}"' if _NO_ESCAPE.match(value) else json.dumps(value, ensure_ascii=False)
     if value is None:
         return "null"
-    if isinstance(value, bool):
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, int):
+    if kind is int:
         return str(value)
-    # A JSON string is a valid YAML double-quoted scalar: always quoting keeps
-    # values such as "550" or "10:00:00:00:00:01" strings for every YAML reader.
+    if kind is dict:
+        return "{}"  # empty: a non-empty one is a block
+    if kind is list:
+        return "[]"
     text = str(value)
-    if _NO_ESCAPE.match(text):
-        return f'"{text}"'
-    return json.dumps(text, ensure_ascii=False)
+    return f'"{text}"' if _NO_ESCAPE.match(text) else json.dumps(text, ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=8192)
 def _key(key: str) -> str:
     return key if _PLAIN_KEY.match(key) else json.dumps(key, ensure_ascii=False)
 
 
 def _emit(value: Any, indent: int, out: list[str]) -> None:
-    """Block-style YAML for dicts, lists and scalars (much faster than yaml.dump)."""
+    """Block-style YAML for dicts, lists and scalars (much faster than yaml.dump).
+
+    Hot: 45,000 interfaces for 4,096 GPU nodes; hence `type(...) is`, not isinstance
+    (the inventory data is plain dicts and lists built in this module)."""
     pad = " " * indent
-    if isinstance(value, dict):
+    if type(value) is dict:
         for k, v in value.items():
-            if isinstance(v, dict | list) and v:
+            if v and (type(v) is dict or type(v) is list):
                 out.append(f"{pad}{_key(k)}:\n")
                 _emit(v, indent + 2, out)
             else:
-                empty = "{}" if isinstance(v, dict) else "[]" if isinstance(v, list) else None
-                out.append(f"{pad}{_key(k)}: {empty or _scalar(v)}\n")
-    elif isinstance(value, list):
+                out.append(f"{pad}{_key(k)}: {_scalar(v)}\n")
+    elif type(value) is list:
         for item in value:
-            if isinstance(item, dict) and item:
-                first = True
+            if item and type(item) is dict:
+                lead = f"{pad}- "
                 for k, v in item.items():
-                    lead = f"{pad}- " if first else f"{pad}  "
-                    first = False
-                    if isinstance(v, dict | list) and v:
+                    if v and (type(v) is dict or type(v) is list):
                         out.append(f"{lead}{_key(k)}:\n")
                         _emit(v, indent + 4, out)
                     else:
-                        empty = (
-                            "{}" if isinstance(v, dict) else "[]" if isinstance(v, list) else None
-                        )
-                        out.append(f"{lead}{_key(k)}: {empty or _scalar(v)}\n")
-            elif isinstance(item, list) and item:
+                        out.append(f"{lead}{_key(k)}: {_scalar(v)}\n")
+                    lead = f"{pad}  "
+            elif item and type(item) is list:
                 raise ValueError("nested lists are not emitted")  # not used by the inventory
             else:
                 out.append(f"{pad}- {_scalar(item)}\n")

@@ -103,6 +103,26 @@ def pin(pins: str) -> Edit:
     return on("gpu002", "rack: r2", f"addresses: {{{pins}}}, rack: r2")
 
 
+def url(node: str, new: str) -> Edit:
+    """Replace the BMC URL of one node."""
+    old = {"gpu001": "https://10.0.0.101/redfish/v1/Systems/1",
+           "gpu002": "https://10.0.0.102/redfish/v1/Systems/1"}[node]  # fmt: skip
+    return on(node, old, new)
+
+
+def key(new: str) -> Edit:
+    """Replace the SSH public key (YAML text of the list entry)."""
+    return Edit('"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConstructedTestKey ops@test"', new)
+
+
+# Real key data prefixes (RFC 4253 6.6: length + type name), constructed lines around them.
+ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIConstructedTestKey"
+RSA = "AAAAB3NzaC1yc2EAAAADAQABAAABAQConstructed"
+DSA = "AAAAB3NzaC1kc3MAAACBAConstructed"
+DOMAIN_239 = ".".join(["d" * 59] * 4)  # 4 labels of 59 and 3 dots
+LONG_NAME = "g" * 57 + "002"  # 60 characters: gXXX-rail0 is 66, over the 63 of a DNS label
+
+
 def topology(body: str) -> Edit:
     """networks.fabric.topology (the two GPU nodes sit in rack r2)."""
     return Edit('"10.17.0.0/24"]\n', f'"10.17.0.0/24"]\n    topology: {{{body}}}\n')
@@ -376,6 +396,108 @@ CASES: list[Case] = [
     case("profile-nvlinks-without-gpus", "NVLinks per GPU on a profile without GPUs",
          [site_profile("cpu2: {gpu_count: 0, fabric_nics: 0, nvlinks_per_gpu: 18}")],
          "profiles.cpu2", "nvlinks_per_gpu needs gpu_count > 0", 1),
+    # Issue 21 item 12: spec mistakes people make (each a class, several spellings).
+    case("vip-is-the-gateway", "VIP on the frontend gateway's address",
+         [Edit('address: "10.1.0.5"', 'address: "10.1.0.1"')],
+         "networks.frontend.vips[0].address", "VIP 10.1.0.1 is the frontend gateway", 1),
+    case("vip-address-twice", "two VIPs on one address",
+         [Edit('"10.1.0.5"}]', '"10.1.0.5"}, {name: chat, address: "10.1.0.5"}]')],
+         "networks.frontend.vips[1].address", "VIP 10.1.0.5 is also VIP api's address", 1),
+    case("vip-named-like-a-node", "a VIP with the name of a node",
+         [Edit("{name: api,", "{name: gpu001,")], "networks.frontend.vips[0].name",
+         "host name gpu001.tiny.example.net of VIP gpu001 is also gpu001's frontend name", 1),
+    case("node-named-like-an-interface", "a node named like another node's BMC name",
+         [on("lb02", "name: lb02, role: lb,", "name: lb01-bmc, role: lb, index: 2,")],
+         "nodes[2].name",
+         "host name lb01-bmc.tiny.example.net of lb01-bmc's frontend name is also lb01's oob", 1),
+    case("bmc-url-credentials", "user and password in a BMC URL",
+         [url("gpu002", "https://admin:hunter2@10.0.0.102/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "'https://***@10.0.0.102/redfish/v1/Systems/1' carries credentials",
+         1),
+    case("bmc-url-user-only", "a user name in a BMC URL",
+         [url("gpu002", "https://root@10.0.0.102/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "carries credentials in the URL", 1),
+    case("bmc-url-credentials-not-https", "credentials in a BMC URL that is wrong otherwise too",
+         [url("gpu002", "ftp://admin:hunter2@10.0.0.102/")],
+         "nodes[4].bmc.url", "'ftp://***@10.0.0.102/' carries credentials", 1),
+    case("bmc-as-a-string-with-credentials", "bmc given as a URL string with a password",
+         [on("gpu002", '{url: "https://10.0.0.102/redfish/v1/Systems/1"}',
+             '"https://admin:hunter2@10.0.0.102/redfish/v1/Systems/1"')],
+         "nodes[4].bmc", "https://***@10.0.0.102", 1),
+    case("bmc-url-same-endpoint-default-port", "the other node's BMC with :443 spelt out",
+         [url("gpu002", "https://10.0.0.101:443/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "names the same BMC as gpu001's", 2),
+    case("bmc-url-same-endpoint-trailing-slash", "the other node's BMC with a trailing slash",
+         [url("gpu002", "https://10.0.0.101/redfish/v1/Systems/1/")],
+         "nodes[4].bmc.url", "names the same BMC as gpu001's", 2),
+    case("bmc-url-same-endpoint-case", "the other node's BMC by host name in upper case",
+         [url("gpu001", "https://gpu001-ipmi.tiny.example.net/redfish/v1/Systems/1"),
+          url("gpu002", "HTTPS://GPU001-IPMI.tiny.example.net/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "names the same BMC as gpu001's", 1),
+    case("bmc-url-port-zero", "BMC URL on port 0",
+         [url("gpu002", "https://10.0.0.102:0/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "has port 0", 1),
+    case("bmc-url-port-too-big", "BMC URL on port 65536",
+         [url("gpu002", "https://10.0.0.102:65536/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "has an invalid port", 1),
+    case("bmc-url-port-negative", "BMC URL on port -1",
+         [url("gpu002", "https://10.0.0.102:-1/redfish/v1/Systems/1")],
+         "nodes[4].bmc.url", "has an invalid port", 1),
+    case("mac-all-zero", "all-zero boot MAC",
+         [on("gpu002", "02:00:00:00:01:02", "00:00:00:00:00:00")],
+         "nodes[4].boot_mac", "all-zero MAC", 1),
+    case("mac-all-zero-dashes", "all-zero boot MAC written with dashes",
+         [on("gpu002", "02:00:00:00:01:02", "00-00-00-00-00-00")],
+         "nodes[4].boot_mac", "all-zero MAC", 1),
+    case("mac-broadcast", "broadcast boot MAC in upper case",
+         [on("gpu002", "02:00:00:00:01:02", "FF:FF:FF:FF:FF:FF")],
+         "nodes[4].boot_mac", "broadcast MAC", 1),
+    case("mac-multicast-ipv6", "an IPv6 multicast MAC (33:33:...)",
+         [on("gpu002", "02:00:00:00:01:02", "33:33:00:00:00:01")],
+         "nodes[4].boot_mac", "multicast", 1),
+    case("label-too-long", "a 60-character node name: its -rail0 name is a 66-character label",
+         [on("gpu002", "name: gpu002,", f"name: {LONG_NAME},")],
+         "nodes[4].name", f"label {LONG_NAME}-rail0 has 66 characters", 1),
+    case("fqdn-too-long", "a 242-character domain: gpu001-rail0.<domain> is 255 characters",
+         [Edit("domain: tiny.example.net", f"domain: {DOMAIN_239}xxx")],
+         "nodes[3].name", "is too long for DNS (255 characters", 2),
+    case("domain-too-long", "a 253-character domain",
+         [Edit("domain: tiny.example.net", f"domain: {DOMAIN_239}.{'d' * 13}")],
+         "site.domain", "the domain is 253 characters", 1),
+    case("ssh-user-root", "root as the admin user", [Edit("user: ops", "user: root")],
+         "site.ssh.user", "must not be root", 1),
+    case("ssh-key-command-option", "a key with a forced command",
+         [key(f'\'command="/bin/true" ssh-ed25519 {ED25519} x\'')],
+         "site.ssh.public_keys[0]", "authorized_keys options before the key type", 1),
+    case("ssh-key-from-option", "a key with from= and no-pty",
+         [key(f'\'from="10.0.0.0/8",no-pty ssh-ed25519 {ED25519} x\'')],
+         "site.ssh.public_keys[0]", "options before the key type (from=", 1),
+    case("ssh-key-two-lines", "two keys in one entry, separated by a newline",
+         [key(f'"ssh-ed25519 {ED25519} a\\nssh-ed25519 {ED25519} b"')],
+         "site.ssh.public_keys[0]", "the key spans several lines", 1),
+    case("ssh-key-carriage-return", "a key with a carriage return inside",
+         [key(f'"ssh-ed25519 {ED25519}\\r a"')],
+         "site.ssh.public_keys[0]", "the key spans several lines", 1),
+    case("ssh-key-dsa", "a DSA key", [key(f"'ssh-dss {DSA} old'")],
+         "site.ssh.public_keys[0]", "DSA keys (ssh-dss) are refused", 1),
+    case("ssh-key-unknown-type", "an Ed448 key (OpenSSH has none)",
+         [key(f"'ssh-ed448 {ED25519} x'")],
+         "site.ssh.public_keys[0]", "unknown key type 'ssh-ed448'", 1),
+    case("ssh-key-certificate", "an OpenSSH certificate instead of a key",
+         [key(f"'ssh-ed25519-cert-v01@openssh.com {ED25519} x'")],
+         "site.ssh.public_keys[0]", "unknown key type", 1),
+    case("ssh-key-type-mismatch", "an Ed25519 key labelled ssh-rsa",
+         [key(f"'ssh-rsa {ED25519} x'")],
+         "site.ssh.public_keys[0]", "the line says ssh-rsa but the key data is ssh-ed25519", 1),
+    case("ssh-key-rsa-data-as-ed25519", "an RSA key labelled ssh-ed25519",
+         [key(f"'ssh-ed25519 {RSA} x'")],
+         "site.ssh.public_keys[0]", "the key data is ssh-rsa", 1),
+    case("admin-cidrs-everyone", "0.0.0.0/0 as admin subnet",
+         [Edit('admin_cidrs: ["192.0.2.0/24"]', 'admin_cidrs: ["0.0.0.0/0"]')],
+         "site.admin_cidrs[0]", "0.0.0.0/0 lets every address on the internet reach SSH", 1),
+    case("admin-cidrs-everyone-among-others", "0.0.0.0/0 next to a real admin subnet",
+         [Edit('admin_cidrs: ["192.0.2.0/24"]', 'admin_cidrs: ["192.0.2.0/24", "0.0.0.0/0"]')],
+         "site.admin_cidrs[1]", "set site.allow_admin_from_anywhere: true", 1),
     case("not-a-mapping", "the spec is a list", [Edit(BODY, "- spec_version: 1\n- site: tiny\n")],
          "", "expected a mapping", 1),
 ]  # fmt: skip

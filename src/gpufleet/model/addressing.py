@@ -25,7 +25,7 @@ the clash instead of moving anyone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import NamedTuple
 
@@ -64,6 +64,7 @@ class Slot(NamedTuple):
     hostname: str
     pinned: bool
     path: str  # where in the spec this address came from (for problem lines)
+    ip: int  # the address as an integer: cheap to hash when checking for clashes
 
 
 def node_networks(spec: ClusterSpec, node: Node, profile: Profile) -> list[str]:
@@ -79,28 +80,29 @@ def node_networks(spec: ClusterSpec, node: Node, profile: Profile) -> list[str]:
 
 
 def assign(
-    spec: ClusterSpec, profiles: Mapping[int, Profile]
+    spec: ClusterSpec, networks: Mapping[int, Sequence[str]]
 ) -> tuple[dict[int, list[Slot]], list[Problem]]:
     """Compute every node's addresses; report pins outside subnets and exhausted pools.
 
-    `profiles` maps the position of each node in `spec.nodes` to its resolved
-    profile; nodes missing from it (their profile, name or index is already
-    reported as a problem) are skipped.
+    `networks` maps the position of each node in `spec.nodes` to the networks
+    it is on (`node_networks` of its resolved profile); nodes missing from it
+    (their profile, name or index is already reported as a problem) are skipped.
     Returns the slots by node position. Duplicate addresses are left to the
     caller (gpufleet.model.build checks them over all nodes).
     """
     problems: list[Problem] = []
     defs = {d.key: d for d in network_defs(spec)}
     bounds = {k: pool_bounds(d.cidr, d.pools) for k, d in defs.items()}
+    bases = {k: int(d.cidr.network_address) for k, d in defs.items()}
     domain = spec.site.domain
     out: dict[int, list[Slot]] = {}
     oob = spec.networks.oob.cidr
     reported: set[tuple[str, str]] = set()  # one exhaustion line per node and pool set
 
     for i, node in enumerate(spec.nodes):
-        profile = profiles.get(i)
+        on = networks.get(i)
         index = node_index(node)
-        if profile is None or index is None:
+        if on is None or index is None:
             continue
         base = f"nodes[{i}]"
         index_path = f"{base}.index" if node.index is not None else f"{base}.name"
@@ -135,7 +137,7 @@ def assign(
                 pins["oob"] = (url_ip, f"{base}.bmc.url")
 
         slots: list[Slot] = []
-        for key in node_networks(spec, node, profile):
+        for key in on:
             d = defs[key]
             name = hostname(node.name, key, domain)
             if key in pins:
@@ -158,7 +160,7 @@ def assign(
                         )
                     )
                     continue
-                slots.append(Slot(node.name, key, addr, d.cidr, name, True, path))
+                slots.append(Slot(node.name, key, addr, d.cidr, name, True, path, int(addr)))
                 continue
             start, end = bounds[key][node.role]
             offset = start + index
@@ -178,10 +180,7 @@ def assign(
                     )
                 )
                 continue
-            slots.append(
-                Slot(
-                    node.name, key, d.cidr.network_address + offset, d.cidr, name, False, index_path
-                )
-            )
+            ip = bases[key] + offset
+            slots.append(Slot(node.name, key, IPv4Address(ip), d.cidr, name, False, index_path, ip))
         out[i] = slots
     return out, problems

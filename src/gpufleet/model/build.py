@@ -9,7 +9,6 @@ same pass. It returns the Cluster only when it found nothing wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 from types import MappingProxyType
 
@@ -30,7 +29,7 @@ from gpufleet.model.types import (
 )
 from gpufleet.spec.checks import spec_problems
 from gpufleet.spec.compat import check_versions
-from gpufleet.spec.models import ClusterSpec, Profile, node_index
+from gpufleet.spec.models import MAX_FQDN, ClusterSpec, Profile, node_index
 from gpufleet.spec.networks import network_defs, pool_bounds
 from gpufleet.spec.profiles import known_profiles, profile_name
 
@@ -93,9 +92,10 @@ def build_cluster(
     in_use = {r.profile_name: r.profile for r in resolved.values()}
     problems += check_versions(spec.versions, in_use)
     problems += _check_pins(spec, resolved)
-    slots, addr_problems = assign(spec, {i: r.profile for i, r in resolved.items()})
+    slots, addr_problems = assign(spec, {i: r.networks for i, r in resolved.items()})
     problems += addr_problems
     problems += _check_addresses(spec, slots)
+    problems += _check_names(spec, slots)
     rails_of = {i: sum(k.startswith("rail") for k in r.networks) for i, r in resolved.items()}
     leaves, leaf_problems = assign_leaves(spec, rails_of)
     problems += leaf_problems
@@ -177,27 +177,89 @@ def _check_pins(spec: ClusterSpec, resolved: dict[int, _Resolved]) -> list[Probl
 def _check_addresses(spec: ClusterSpec, slots: dict[int, list[Slot]]) -> list[Problem]:
     """No address twice on one network (nodes, gateways and VIPs together)."""
     problems: list[Problem] = []
-    used: dict[tuple[str, IPv4Address], str] = {}
+    # network -> address -> who has it; the owner is put in words only on a clash.
+    used: dict[str, dict[int, tuple[str, str] | str]] = {}
     for d in network_defs(spec):
+        used[d.key] = {}
         if d.gateway is not None:
-            used[(d.key, d.gateway)] = f"the gateway ({d.path.rsplit('.', 1)[0]}.gateway)"
+            used[d.key][int(d.gateway)] = f"the gateway ({d.path.rsplit('.', 1)[0]}.gateway)"
     for k, vip in enumerate(spec.networks.frontend.vips):
-        used.setdefault(("frontend", vip.address), f"VIP {vip.name} (networks.frontend.vips[{k}])")
+        used["frontend"].setdefault(
+            int(vip.address), f"VIP {vip.name} (networks.frontend.vips[{k}])"
+        )
     for node_slots in slots.values():
         for s in node_slots:
-            key = (s.network, s.address)
-            owner = used.get(key)
+            on = used[s.network]
+            owner = on.get(s.ip)
             if owner is None:
-                used[key] = f"{s.node} ({s.path})"
-            else:
-                problems.append(
-                    Problem(
-                        s.path,
-                        f"{s.address} on {s.network} for {s.node} is already taken by {owner}",
-                        "change the pin or the index",
-                    )
+                on[s.ip] = (s.node, s.path)
+                continue
+            who = owner if isinstance(owner, str) else f"{owner[0]} ({owner[1]})"
+            problems.append(
+                Problem(
+                    s.path,
+                    f"{s.address} on {s.network} for {s.node} is already taken by {who}",
+                    "change the pin or the index",
                 )
+            )
     return problems
+
+
+def _check_names(spec: ClusterSpec, slots: dict[int, list[Slot]]) -> list[Problem]:
+    """Every host name in the domain (node interfaces and VIPs) is unique and fits DNS:
+    labels of at most 63 characters, names of at most 253 (RFC 1035 2.3.4)."""
+    problems: list[Problem] = []
+    domain = spec.site.domain
+    vips = [
+        (f"networks.frontend.vips[{k}].name", hostname(v.name, "frontend", domain))
+        for k, v in enumerate(spec.networks.frontend.vips)
+    ]
+    # Cheap pass: lengths, and whether any name comes twice (45,000 names at 4,096 nodes).
+    seen: set[str] = set()
+    clash = False
+    for i, node_slots in slots.items():
+        for s in node_slots:
+            if s.hostname in seen:
+                clash = True
+            seen.add(s.hostname)
+        longest = max(node_slots, key=lambda s: len(s.hostname), default=None)
+        if longest is not None:
+            problems += _too_long(f"nodes[{i}].name", longest.hostname, len(domain))
+    for path, fqdn in vips:
+        clash = clash or fqdn in seen
+        seen.add(fqdn)
+        problems += _too_long(path, fqdn, len(domain))
+    if not clash:
+        return problems
+    owner: dict[str, str] = {}
+    named = [
+        (f"nodes[{i}].name", s.hostname, f"{s.node}'s {s.network} name")
+        for i, node_slots in slots.items()
+        for s in node_slots
+    ]
+    named += [(path, fqdn, f"VIP {fqdn.split('.', 1)[0]}") for path, fqdn in vips]
+    for path, fqdn, what in named:
+        other = owner.setdefault(fqdn, what)
+        if other != what:
+            problems.append(
+                Problem(path, f"host name {fqdn} of {what} is also {other}", "rename one of them")
+            )
+    return problems
+
+
+def _too_long(path: str, fqdn: str, domain: int) -> list[Problem]:
+    label = len(fqdn) - domain - 1
+    if len(fqdn) <= MAX_FQDN and label <= 63:
+        return []
+    size = f"label {fqdn.split('.', 1)[0]} has {label}" if label > 63 else f"{len(fqdn)}"
+    return [
+        Problem(
+            path,
+            f"host name {fqdn} is too long for DNS ({size} characters; labels take"
+            f" at most 63, names {MAX_FQDN})",
+            "use a shorter name or domain",
+        )
+    ]
 
 
 def _cluster(
@@ -212,10 +274,12 @@ def _cluster(
         n = spec.nodes[i]
         if r.bmc is None:
             raise ValueError(f"{n.name}: BMC credentials unresolved in a spec without problems")
-        by_net = {s.network: s for s in slots[i]}
+        # Slots come in network order (node_networks): oob, frontend, storage?, rails.
+        node_slots = slots[i]
+        has_storage = len(node_slots) > 2 and node_slots[2].network == "storage"
+        first_rail = 3 if has_storage else 2
         netdevs = r.profile.fabric_netdevs
         node_leaves = leaves.get(i, ())
-        rail_slots = [s for s in slots[i] if s.network.startswith("rail")]
         rails = tuple(
             RailInterface(
                 s.network,
@@ -227,9 +291,8 @@ def _cluster(
                 netdev=netdevs[k] if netdevs else None,
                 leaf=node_leaves[k],
             )
-            for k, s in enumerate(rail_slots)
+            for k, s in enumerate(node_slots[first_rail:])
         )
-        storage = by_net.get("storage")
         nodes.append(
             Node(
                 name=n.name,
@@ -241,9 +304,9 @@ def _cluster(
                 boot_mac=n.boot_mac,
                 rack=n.rack,
                 position=n.position,
-                oob=_iface(by_net["oob"]),
-                frontend=_iface(by_net["frontend"]),
-                storage=_iface(storage) if storage is not None else None,
+                oob=_iface(node_slots[0]),
+                frontend=_iface(node_slots[1]),
+                storage=_iface(node_slots[2]) if has_storage else None,
                 rails=rails,
             )
         )

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gpufleet.errors import Problem, UserError
-from gpufleet.spec.models import ClusterSpec, node_index
+from gpufleet.spec.models import ClusterSpec, bmc_endpoint, node_index
 from gpufleet.spec.networks import NetDef, network_defs, pool_bounds
 from gpufleet.spec.problems import closest, translate
 from gpufleet.spec.profiles import BUILTIN_PROFILES, known_profiles, profile_name
@@ -49,13 +49,30 @@ def parse_spec(data: Any, source: str = "") -> ClusterSpec:
 
 def spec_problems(spec: ClusterSpec) -> list[Problem]:
     """Every cross-field rule the document breaks by itself (empty when it holds)."""
-    problems = _check_profile_names(spec)
+    problems = _check_site(spec)
+    problems += _check_profile_names(spec)
     problems += _check_node_references(spec)
     problems += _check_unique(spec)
     problems += _check_roles(spec)
     problems += _check_subnets(spec)
     problems += _check_topology(spec)
     return problems
+
+
+def _check_site(spec: ClusterSpec) -> list[Problem]:
+    """admin_cidrs open to everyone only when the spec says so in as many words."""
+    if spec.site.allow_admin_from_anywhere:
+        return []
+    return [
+        Problem(
+            f"site.admin_cidrs[{k}]",
+            f"{cidr} lets every address on the internet reach SSH and the BMCs",
+            "list your admin subnets, or set site.allow_admin_from_anywhere: true if that is"
+            " really meant",
+        )
+        for k, cidr in enumerate(spec.site.admin_cidrs)
+        if cidr.prefixlen == 0
+    ]
 
 
 def _check_profile_names(spec: ClusterSpec) -> list[Problem]:
@@ -150,7 +167,21 @@ def _check_unique(spec: ClusterSpec) -> list[Problem]:
             f"boot MAC {n.boot_mac}",
             "check the NIC label",
         )
-        dup(i, "url", n.bmc.url, f"{base}.bmc.url", "this BMC URL", "each node has its own BMC")
+        # One BMC, however its URL is spelt (case, default port, trailing slash).
+        endpoint = bmc_endpoint(n.bmc.url)
+        first = tables["url"].get(endpoint)
+        if first is not None and spec.nodes[first].bmc.url != n.bmc.url:
+            other = spec.nodes[first]
+            problems.append(
+                Problem(
+                    f"{base}.bmc.url",
+                    f"this BMC URL names the same BMC as {other.name}'s {other.bmc.url}"
+                    f" (nodes[{first}]), spelt differently",
+                    "each node has its own BMC",
+                )
+            )
+        else:
+            dup(i, "url", endpoint, f"{base}.bmc.url", "this BMC URL", "each node has its own BMC")
         where = f"rack {n.rack} U{n.position}"
         dup(i, "slot", (n.rack, n.position), f"{base}.position", where, "fix rack or position")
         idx = node_index(n)
@@ -230,20 +261,34 @@ def _check_subnets(spec: ClusterSpec) -> list[Problem]:
             problems += _check_reserved(d, d.gateway, gw_path, "gateway")
     front = spec.networks.frontend
     names: set[str] = set()
+    addresses: dict[IPv4Address, str] = {}
     fdef = next(d for d in defs if d.key == "frontend")
     for k, vip in enumerate(front.vips):
+        path = f"networks.frontend.vips[{k}]"
         if vip.name in names:
             problems.append(
-                Problem(
-                    f"networks.frontend.vips[{k}].name",
-                    f"VIP name {vip.name} is used twice",
-                    "rename one",
-                )
+                Problem(f"{path}.name", f"VIP name {vip.name} is used twice", "rename one")
             )
         names.add(vip.name)
-        problems += _check_reserved(
-            fdef, vip.address, f"networks.frontend.vips[{k}].address", "VIP"
-        )
+        if vip.address == front.gateway:
+            problems.append(
+                Problem(
+                    f"{path}.address",
+                    f"VIP {vip.address} is the frontend gateway",
+                    "give the VIP its own address below the pools",
+                )
+            )
+        elif vip.address in addresses:
+            problems.append(
+                Problem(
+                    f"{path}.address",
+                    f"VIP {vip.address} is also VIP {addresses[vip.address]}'s address",
+                    "give each VIP its own address",
+                )
+            )
+        else:
+            problems += _check_reserved(fdef, vip.address, f"{path}.address", "VIP")
+        addresses.setdefault(vip.address, vip.name)
     return problems
 
 

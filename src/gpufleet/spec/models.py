@@ -11,13 +11,24 @@ names the closest valid key, never a silently ignored setting.
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from gpufleet.errors import redact
 
 Role = Literal["gpu", "head", "lb", "monitoring"]
 ROLES: tuple[Role, ...] = ("head", "lb", "monitoring", "gpu")
@@ -81,6 +92,7 @@ def _ipv4_network(value: Any) -> IPv4Network:
 
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_FIX = "copy the boot NIC's MAC from its label or the BMC's inventory"
 
 
 def _mac(value: Any) -> str:
@@ -92,6 +104,10 @@ def _mac(value: Any) -> str:
     mac = value.strip().lower().replace("-", ":")
     if not _MAC_RE.match(mac):
         raise fail(f"{value!r} is not a MAC address", 'six hex pairs: "10:70:fd:00:00:01"')
+    if mac == "00:00:00:00:00:00":
+        raise fail("00:00:00:00:00:00 is the all-zero MAC, no NIC's", _MAC_FIX)
+    if mac == "ff:ff:ff:ff:ff:ff":
+        raise fail("ff:ff:ff:ff:ff:ff is the broadcast MAC, no NIC's", _MAC_FIX)
     if int(mac[:2], 16) & 1:
         raise fail(f"{value!r} is a multicast MAC", "use the unicast MAC of the boot NIC")
     return mac
@@ -110,9 +126,19 @@ def _hostname_label(value: Any) -> Any:
     return value
 
 
+# RFC 1035 2.3.4: a name is at most 255 octets on the wire, 253 characters written out.
+MAX_FQDN = 253
+
+
 def _domain(value: Any) -> Any:
     if isinstance(value, str) and not _DOMAIN_RE.match(value):
         raise fail(f"{value!r} is not a DNS domain", "lower-case, dotted: cluster.example.net")
+    if isinstance(value, str) and len(value) > MAX_FQDN - 2:
+        raise fail(
+            f"the domain is {len(value)} characters: with a host name it exceeds the"
+            f" {MAX_FQDN} a DNS name may have (RFC 1035)",
+            "use a shorter domain",
+        )
     return value
 
 
@@ -148,6 +174,8 @@ class Strict(BaseModel):
 
 # --- site ---------------------------------------------------------------------------
 
+# Key types OpenSSH 9 accepts for user authentication by default (ssh(1), sshd_config(5)
+# PubkeyAcceptedAlgorithms; DSA was disabled in 7.0 and removed in 10.0).
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -157,28 +185,74 @@ _SSH_KEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
+_KEY_HINT = "paste one line of a .pub file: 'ssh-ed25519 AAAA... comment'"
 
 
 def _public_key(value: Any) -> Any:
+    """One OpenSSH public key, bare: type, key data, optional comment; nothing else.
+
+    The key lands in authorized_keys: a newline would add a second entry and
+    options before the type (command=, from=, no-pty, ...) would change what the
+    key may do, so both are refused rather than passed on.
+    """
     if not isinstance(value, str):
         return value
     if "PRIVATE KEY" in value:
         raise fail("this is a private key", "put only the public key (the .pub file) in the spec")
-    parts = value.split()
-    if (
-        len(parts) < 2
-        or parts[0] not in _SSH_KEY_TYPES
-        or not re.fullmatch(r"[A-Za-z0-9+/=]+", parts[1])
-    ):
+    key = value.strip()
+    if "\n" in key or "\r" in key:
         raise fail(
-            "not an OpenSSH public key",
-            "paste one line of a .pub file: 'ssh-ed25519 AAAA... comment'",
+            "the key spans several lines (it would add more than one authorized_keys entry)",
+            "one key per list entry, each on one line",
+        )
+    parts = key.split()
+    if not parts:
+        raise fail("the key is empty", _KEY_HINT)
+    if parts[0] not in _SSH_KEY_TYPES:
+        typed = next((i for i, part in enumerate(parts) if part in _SSH_KEY_TYPES), None)
+        if typed is not None:
+            raise fail(
+                f"authorized_keys options before the key type ({' '.join(parts[:typed])[:40]})",
+                "give the bare key; what a key may do is the hardening roles' business",
+            )
+        kind = parts[0][:40]
+        if kind == "ssh-dss":
+            raise fail("DSA keys (ssh-dss) are refused by OpenSSH since 7.0", "use ssh-ed25519")
+        raise fail(
+            f"unknown key type {kind!r}",
+            f"use one of {', '.join(_SSH_KEY_TYPES)} (certificates are not accepted here)",
+        )
+    if len(parts) < 2 or not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", parts[1]):
+        raise fail("the key data is missing or not base64", _KEY_HINT)
+    # The key data starts with its own type (RFC 4253 6.6): it must be the one stated.
+    head = parts[1][:64]
+    try:
+        blob = base64.b64decode(head[: len(head) // 4 * 4], validate=True)
+    except ValueError:
+        raise fail("the key data is not base64", _KEY_HINT) from None
+    size = int.from_bytes(blob[:4], "big")
+    inner = blob[4 : 4 + size].decode("ascii", "replace") if 4 + size <= len(blob) else ""
+    if inner != parts[0]:
+        raise fail(
+            f"the line says {parts[0]} but the key data is {inner or 'not a key'}",
+            "copy the whole line of the .pub file unchanged",
+        )
+    return key
+
+
+def _not_root(value: str) -> str:
+    if value == "root":
+        raise fail(
+            "the admin user must not be root (hardening_ssh refuses root logins)",
+            "use a named admin user, e.g. gpufleet: it gets sudo",
         )
     return value
 
 
 class Ssh(Strict):
-    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="login user for Ansible")
+    user: Annotated[str, AfterValidator(_not_root)] = Field(
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="login user for Ansible"
+    )
     public_keys: list[Annotated[str, BeforeValidator(_public_key)]] = Field(
         min_length=1, description="OpenSSH public keys allowed to log in as the user"
     )
@@ -190,6 +264,10 @@ class Site(Strict):
     ntp_servers: list[Host] = Field(min_length=1, description="NTP servers (names or addresses)")
     admin_cidrs: list[Subnet] = Field(
         min_length=1, description="subnets allowed to reach SSH and the BMCs"
+    )
+    allow_admin_from_anywhere: bool = Field(
+        default=False,
+        description="say true to accept 0.0.0.0/0 in admin_cidrs (SSH and BMCs open to all)",
     )
     ssh: Ssh
 
@@ -278,30 +356,53 @@ class PasswordRef(Strict):
 PasswordField = Annotated[PasswordRef, BeforeValidator(_password_ref)]
 
 
+# Every BMC URL is split several times (schema, duplicates, addresses): once is enough.
+_split = functools.lru_cache(maxsize=65536)(urlsplit)
+
+
 def _redfish_url(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    parts = urlsplit(value)
+    parts = _split(value)
+    # Never repeat a password back, not even in an error.
+    shown = redact(repr(value)) if "@" in parts.netloc else repr(value)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise fail(
+            f"{shown} carries credentials in the URL",
+            "remove user:password@; set bmc.username and a password reference"
+            " ({env: VAR} or {secret: name})",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise fail(f"{value!r} is not an http(s) URL", "https://10.0.0.11/redfish/v1/Systems/1")
+        raise fail(f"{shown} is not an http(s) URL", "https://10.0.0.11/redfish/v1/Systems/1")
     if not parts.path.startswith("/redfish/v1/Systems/") or parts.path.rstrip("/").endswith(
         "/Systems"
     ):
         raise fail(
-            f"{value!r} does not name a Redfish system",
+            f"{shown} does not name a Redfish system",
             "point at the ComputerSystem: .../redfish/v1/Systems/<id>",
         )
     try:
-        _ = parts.port
+        port = parts.port
     except ValueError:
-        raise fail(f"{value!r} has an invalid port", "use a port number 1-65535") from None
+        raise fail(f"{shown} has an invalid port", "use a port number 1-65535") from None
+    if port == 0:
+        raise fail(f"{shown} has port 0", "use a port number 1-65535, or none for the default")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         # Redfish over plain http would send the BMC password in clear across the oob network.
         raise fail(
-            f"{value!r} uses plain http to a remote BMC",
+            f"{shown} uses plain http to a remote BMC",
             "use https (plain http is only for a local emulator on 127.0.0.1)",
         )
     return value
+
+
+def bmc_endpoint(url: str) -> tuple[str, str, int, str]:
+    """What a (valid) BMC URL points at, whatever its spelling: scheme, host in lower
+    case, port with the scheme's default filled in, path without trailing slashes."""
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
 
 
 class Bmc(Strict):
@@ -350,6 +451,7 @@ class Node(Strict):
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 
+@functools.lru_cache(maxsize=65536)  # asked for each node by several checks
 def derived_index(name: str) -> int | None:
     """The index a node gets from its name when `index:` is absent (`gpu007` -> 7)."""
     match = _TRAILING_DIGITS.search(name)
