@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,13 @@ from gpufleet.model import Cluster, load_cluster
 from gpufleet.plan import plan_dict, plan_tables
 from gpufleet.spec.loader import resolve_spec_path
 
-# Modules that expose `register(app: typer.Typer) -> None`.
+# Modules that expose `register(app: typer.Typer) -> None`, by the command they add.
 COMMAND_MODULES: tuple[str, ...] = (
     "gpufleet.verify.cli",
     "gpufleet.lab.cli",
 )
+_SUBCOMMAND_OF = {"gpufleet.verify.cli": "verify", "gpufleet.lab.cli": "lab"}
+SITE_COMMANDS = ("validate", "plan", "inventory")
 
 DEFAULT_SITE = "inventories/lab"
 _SITE_HELP = "Site directory, site name or path to cluster.yaml."
@@ -164,7 +167,22 @@ def inventory(
         typer.echo(text, nl=False)
 
 
-def build_app() -> typer.Typer:
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command modules a command line needs: a command line that names its command
+    imports only that module (verify and the lab take about half a second to import,
+    a site command needs neither); help and anything unknown get them all."""
+    if argv is None:
+        return COMMAND_MODULES
+    words = [a for a in argv if not a.startswith("-")]
+    first = words[0] if words else ""
+    if first in SITE_COMMANDS:
+        return ()
+    named = tuple(m for m in COMMAND_MODULES if _SUBCOMMAND_OF.get(m) == first)
+    return named or COMMAND_MODULES
+
+
+def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
+    """The app; with `argv`, only the command modules that command line needs."""
     app = typer.Typer(
         name="gpufleet",
         help="Bare-metal GPU clusters: spec, plan, inventory, lab and verification.",
@@ -182,14 +200,15 @@ def build_app() -> typer.Typer:
     app.command("validate")(validate)
     app.command("plan")(plan)
     app.command("inventory")(inventory)
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         importlib.import_module(name).register(app)
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    app = build_app()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    app = build_app(args)
+    debug = "--debug" in args
     try:
         # With standalone_mode=False click returns the exit code of typer.Exit.
         code = app(args=argv, standalone_mode=False)
