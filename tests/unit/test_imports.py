@@ -127,3 +127,14 @@ def test_gpufleet_imports_sit_at_module_level() -> None:
                 if any(n == "gpufleet" or n.startswith("gpufleet.") for n in names):
                     found.append(f"{rel}:{node.lineno} in {func.name}()")
     assert not found, found
+
+
+def test_src_finds_nothing_by_walking_up_to_the_repository() -> None:
+    """Package data comes through importlib.resources; repository paths are explicit."""
+    found = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path in sorted(SRC.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "parents[" in line
+    ]
+    assert not found, found

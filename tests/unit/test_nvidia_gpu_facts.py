@@ -1,7 +1,8 @@
 """library/nvidia_gpu_facts.py: parsers on outputs recorded on real H100 systems, and checks.
 
-Recordings live in tests/data/hardware/ (copied unchanged from the shared reference set or from
-public repositories, or recorded by us on a lent H100 VM; line 1 names the source and is
+Recordings live in tests/data/hardware/ and, for those the lab replays on its GPU nodes, in the
+package data src/gpufleet/lab/replay/recordings/ (copied unchanged from the shared reference set
+or from public repositories, or recorded by us on a lent H100 VM; line 1 names the source and is
 stripped before parsing). The only real pending remap and non-zero ECC counters are on an A100
 (510.73.08); no recording shows a downtrained PCIe link, an NVLink link down, a failed
 `nvlink -s`, an unreadable ECC mode or a missing serial on bare metal, and the only XML
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "hardware"
+# Both folders of recordings: the tests' own and the lab's replay set (package data).
+DATA_DIRS = (REPO / "tests" / "data" / "hardware", REPO / "src/gpufleet/lab/replay/recordings")
 
 _spec = importlib.util.spec_from_file_location(
     "nvidia_gpu_facts", REPO / "library" / "nvidia_gpu_facts.py"
@@ -50,8 +52,14 @@ H100_EXPECT = {
 }
 
 
+def _recording(name: str) -> Path:
+    found = [d / name for d in DATA_DIRS if (d / name).is_file()]
+    assert len(found) == 1, f"{name}: in {len(found)} of {DATA_DIRS}"
+    return found[0]
+
+
 def recorded(name: str) -> str:
-    text = (DATA / name).read_text()
+    text = _recording(name).read_text()
     assert text.startswith("# source:"), f"{name}: line 1 must name the source"
     return text.split("\n", 1)[1]
 
@@ -435,16 +443,18 @@ def test_check_accepts_values_templated_as_strings():
     assert lines == ["gpu_count: seen 1, expected 8"]
 
 
-def test_replay_tool_only_serves_recordings_present_in_tests_data():
+def test_replay_tool_only_serves_recordings_present_in_the_replay_set():
     from importlib.machinery import SourceFileLoader
 
-    loader = SourceFileLoader("replay_nvidia_smi", str(REPO / "tests/replay/nvidia-smi"))
+    tool = REPO / "src/gpufleet/lab/replay/bin/nvidia-smi"
+    loader = SourceFileLoader("replay_nvidia_smi", str(tool))
     spec = importlib.util.spec_from_loader("replay_nvidia_smi", loader)
     assert spec
     replay = importlib.util.module_from_spec(spec)
     loader.exec_module(replay)
     files = {name for recset in replay.SETS.values() for name in recset.values()}
     assert files
+    assert all((DATA_DIRS[1] / name).is_file() for name in files)  # the lab ships them
     for name in files:
         assert recorded(name)  # exists and starts with its provenance line
 
@@ -557,7 +567,7 @@ def parsed(name: str) -> dict:
     return getattr(facts_mod, PARSERS[prefix])(recorded(name))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("nvidia-smi*")))
+@pytest.mark.parametrize("name", sorted(p.name for d in DATA_DIRS for p in d.glob("nvidia-smi*")))
 def test_every_nvidia_smi_recording_parses_to_gpus(name):
     facts = parsed(name)
     gpus = facts.get("gpus") or {}

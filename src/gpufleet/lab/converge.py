@@ -13,14 +13,14 @@ from rich.table import Table
 
 from gpufleet.lab import core
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def converge(site: str | Path, playbook: str = "site.yml", console: Console | None = None) -> bool:
+    # ansible-runner takes a third of a second to import; only `lab converge` needs it.
     import ansible_runner
 
     console = console or Console()
     lab, cluster = core.open_lab(site)
+    repo = core.repo_root()
     inventory = lab.site_dir.resolve() / "hosts.yml"
     roles: dict[str, set[str]] = defaultdict(set)
 
@@ -33,10 +33,10 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
     with tempfile.TemporaryDirectory(prefix="gpufleet-runner-") as tmp:
         result = ansible_runner.run(
             private_data_dir=tmp,
-            project_dir=str(REPO),
-            playbook=str(REPO / playbook),
+            project_dir=str(repo),
+            playbook=str(repo / playbook),
             inventory=str(inventory),
-            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": os.environ["PATH"]},
+            envvars={"ANSIBLE_CONFIG": str(repo / "ansible.cfg"), "PATH": os.environ["PATH"]},
             event_handler=on_event,
             quiet=False,
         )

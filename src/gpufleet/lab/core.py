@@ -24,6 +24,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -314,20 +316,29 @@ def _host_keys(lab: Lab, cluster: Cluster) -> str:
 
 
 REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev")
+# Package data: the tools and the recordings they print (each with its provenance line).
+REPLAY = resources.files("gpufleet.lab") / "replay"
+
+
+def _copy_in(entry: Traversable, container: str, dest: str) -> None:
+    with resources.as_file(entry) as path:
+        pm.podman("cp", str(path), f"{container}:{dest}")
 
 
 def _install_replay(lab: Lab, node_name: str) -> None:
     """GPU nodes only: replay tools that print outputs recorded on real H100 systems
-    (tests/replay, tests/data/hardware with their sources) where the real tools would be.
-    The lab installs them, as a stand-in for hardware; roles never do."""
+    (gpufleet/lab/replay: bin/ and recordings/ with their sources) where the real tools
+    would be. The lab installs them, as a stand-in for hardware; roles never do."""
     name = lab.container(node_name)
     data = "/usr/share/gpufleet-replay"
     pm.exec_in(name, "install", "-d", "-m", "0755", data, "/etc/gpufleet-replay")
-    pm.podman("cp", f"{REPO / 'tests' / 'data' / 'hardware'}/.", f"{name}:{data}/")
+    for recording in sorted((REPLAY / "recordings").iterdir(), key=lambda e: e.name):
+        _copy_in(recording, name, f"{data}/{recording.name}")
     for tool in REPLAY_TOOLS:
-        pm.podman("cp", str(REPO / "tests" / "replay" / tool), f"{name}:/usr/local/bin/{tool}")
+        _copy_in(REPLAY / "bin" / tool, name, f"/usr/local/bin/{tool}")
     pm.exec_in(name, "sh", "-c", "echo healthy > /etc/gpufleet-replay/set; "
                "chown -R root:root /usr/share/gpufleet-replay /usr/local/bin; "
+               "chmod 0644 /usr/share/gpufleet-replay/*; "
                "chmod 0755 /usr/local/bin/nvidia-smi /usr/local/bin/nv-fabricmanager "
                "/usr/local/bin/ibstat /usr/local/bin/ibdev2netdev")  # fmt: skip
 
@@ -455,8 +466,29 @@ def down(site: str | Path, say: Say = print) -> None:
 
 # --- pulumi up on the lab's stack ---------------------------------------------
 
-REPO = Path(__file__).resolve().parents[3]
-STACK_DIR = REPO / "stacks" / "cluster"
+
+def repo_root() -> Path:
+    """The checkout whose playbooks and Pulumi stack the lab runs (site.yml, ansible.cfg,
+    stacks/cluster): $GPUFLEET_REPO, else the current directory. The package itself
+    carries no playbooks: an installed gpufleet still needs the repository."""
+    env = os.environ.get("GPUFLEET_REPO")
+    root = Path(env) if env else Path.cwd()
+    missing = [p for p in ("site.yml", "ansible.cfg", "stacks/cluster/Pulumi.yaml")
+               if not (root / p).is_file()]  # fmt: skip
+    if missing:
+        where = "GPUFLEET_REPO" if env else "the current directory"
+        raise UserError(
+            [
+                Problem(
+                    where,
+                    f"{root} is not a gpufleet checkout (no {', '.join(missing)})",
+                    "run from the repository root or set GPUFLEET_REPO=/path/to/gpufleet",
+                )
+            ]
+        )
+    return root
+
+
 # The lab's state is local and its secrets are the lab's own; a fixed passphrase
 # keeps `make lab` non-interactive. Real sites set PULUMI_CONFIG_PASSPHRASE.
 LAB_PASSPHRASE = "gpufleet-lab"
@@ -465,7 +497,8 @@ LAB_PASSPHRASE = "gpufleet-lab"
 def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
     """`pulumi up` of stacks/cluster on stack <site>: BMC power, boot, inventory as state."""
     lab, _ = open_lab(site)
-    if not (STACK_DIR / f"Pulumi.{lab.site}.yaml").exists():
+    stack_dir = repo_root() / "stacks" / "cluster"
+    if not (stack_dir / f"Pulumi.{lab.site}.yaml").exists():
         raise UserError(
             f"no stack config stacks/cluster/Pulumi.{lab.site}.yaml for site {lab.site}"
         )
@@ -482,7 +515,7 @@ def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
 
     def run(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["pulumi", *args, "--non-interactive"], cwd=STACK_DIR, env=env, text=True,
+            ["pulumi", *args, "--non-interactive"], cwd=stack_dir, env=env, text=True,
             capture_output=capture, check=False, timeout=1800,
         )  # fmt: skip
 

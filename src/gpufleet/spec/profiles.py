@@ -9,8 +9,8 @@ Fabric Manager required on NVSwitch systems; 8 x ConnectX-7 400 Gb/s for the
 compute fabric, one per GPU, on PCIe Gen5 x16). NVLink links per GPU: NVIDIA H100
 Tensor Core GPU Architecture whitepaper (H100 SXM5: 18 fourth-generation NVLink
 links, 900 GB/s); the `nvidia-smi nvlink -s` recording of an 8 x H100 node in
-tests/data/hardware (nvidia-smi-nvlink-s-p5-48xlarge-550.90.07-8xh100.txt) lists
-18 links per GPU. The recordings under
+src/gpufleet/lab/replay/recordings (nvidia-smi-nvlink-s-p5-48xlarge-550.90.07-8xh100.txt)
+lists 18 links per GPU. The recordings under
 /work/shared/reference/hardware (ibstat: 8 ports of MT4129 at rate 400 for both
 the IB NDR and the RoCE node) agree.
 """

@@ -1,0 +1,65 @@
+"""The lab's replay set is package data: every tool and every recording it prints ships in the
+package (importlib.resources), each recording with its provenance line, nothing unused."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from gpufleet.errors import UserError
+from gpufleet.lab import core
+
+ROOT = Path(__file__).resolve().parents[2]
+
+REPLAY = resources.files("gpufleet.lab") / "replay"
+# File names the tools print from: "<name>.txt" in a string literal.
+_NAME = re.compile(r'"(?:/usr/share/gpufleet-replay/)?([A-Za-z0-9._-]+\.txt)"')
+
+
+def test_every_tool_ships_and_runs_python3() -> None:
+    names = sorted(e.name for e in (REPLAY / "bin").iterdir())
+    assert names == sorted(core.REPLAY_TOOLS)
+    for tool in core.REPLAY_TOOLS:
+        text = (REPLAY / "bin" / tool).read_text()
+        assert text.startswith("#!/usr/bin/python3\n"), tool
+        assert "TEST REPLAY" in text, tool  # says what it is to anyone who finds it on a node
+
+
+def test_recordings_are_exactly_those_the_tools_print() -> None:
+    wanted = {
+        name
+        for tool in core.REPLAY_TOOLS
+        for name in _NAME.findall((REPLAY / "bin" / tool).read_text())
+    }
+    shipped = {e.name for e in (REPLAY / "recordings").iterdir()}
+    assert wanted and wanted == shipped
+    for name in shipped:
+        first = (REPLAY / "recordings" / name).read_text().split("\n", 1)[0]
+        assert first.startswith("# source: "), name
+
+
+def test_the_lab_installs_them_from_the_package() -> None:
+    assert core.REPLAY == REPLAY
+
+
+def test_the_repository_is_found_or_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """converge and pulumi-up run the checkout's playbooks and stack: cwd or $GPUFLEET_REPO."""
+    monkeypatch.delenv("GPUFLEET_REPO", raising=False)
+    monkeypatch.chdir(ROOT)
+    assert core.repo_root() == ROOT
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as info:
+        core.repo_root()
+    problem = info.value.problems[0]
+    assert problem.path == "the current directory"
+    assert "not a gpufleet checkout (no site.yml, ansible.cfg" in problem.message
+    assert "GPUFLEET_REPO" in problem.hint
+    monkeypatch.setenv("GPUFLEET_REPO", str(tmp_path))
+    with pytest.raises(UserError) as info:
+        core.repo_root()
+    assert info.value.problems[0].path == "GPUFLEET_REPO"
+    monkeypatch.setenv("GPUFLEET_REPO", str(ROOT))
+    assert core.repo_root() == ROOT
