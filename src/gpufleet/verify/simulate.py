@@ -232,13 +232,21 @@ def inject_faults(
     seed: int,
     kinds: Sequence[FaultKind] = tuple(FaultKind),
 ) -> list[Fault]:
-    """`count` faults of the given kinds (mixed at random), no two hiding each other."""
+    """`count` faults of the given kinds (mixed at random), no two hiding each other.
+
+    A faulty leaf keeps at least one node under it without a fault of its own (a
+    node with a failed GPU stays out of the fabric tests, and a slow one hides a
+    slow port), and no NIC fault sits behind a leaf whose ports are faulty.
+    """
     rng = random.Random(f"sim-faults-{seed}")
     nodes = list(layout.nodes)
     rails = range(layout.rails)
     units: dict[tuple[str, ...], list[str]] = {}
+    under: dict[str, set[str]] = {}
     for node in nodes:
         units.setdefault(tuple(layout.leaf_of[(node, r)] for r in rails), []).append(node)
+        for r in rails:
+            under.setdefault(layout.leaf_of[(node, r)], set()).add(node)
     taken_nodes: set[str] = set()
     port_leaves: set[str] = set()
     taken_leaves: set[str] = set()
@@ -257,7 +265,7 @@ def inject_faults(
             node = rng.choice(nodes)
             rail = rng.randrange(layout.rails)
             leaf = layout.leaf_of[(node, rail)]
-            if leaf in taken_leaves:
+            if leaf in taken_leaves or not under[leaf] - taken_nodes:
                 continue
             mode = "uplink" if len(units) >= 3 and rng.random() < 0.5 else "ports"
             if mode == "ports" and leaf in nic_leaves:
@@ -269,7 +277,10 @@ def inject_faults(
             faults.append(Fault(kind, leaf=leaf, rail=rail, mode=mode, factor=factor))
             continue
         node = rng.choice(nodes)
-        if node in taken_nodes:
+        last_free = any(
+            under[leaf] - taken_nodes == {node} for leaf in taken_leaves if node in under[leaf]
+        )
+        if node in taken_nodes or last_free:
             continue
         if kind is FaultKind.GPU:
             faults.append(Fault(kind, node=node, gpu=rng.randrange(8), mode="diag"))
@@ -295,9 +306,17 @@ def inject_faults(
 
 @dataclass
 class Accuracy:
+    """How the verdicts compare with the injected faults.
+
+    A fault is identified when a FAIL verdict names it, localized when a
+    "cannot localize further" verdict lists it among its candidates, missed
+    otherwise. Only FAIL verdicts blame: a healthy node or leaf named by one is
+    falsely blamed; being a candidate is no blame."""
+
     faults: int
     identified: int
     missed: list[str] = field(default_factory=list)
+    localized: list[str] = field(default_factory=list)
     healthy_nodes_blamed: list[str] = field(default_factory=list)
     healthy_leaves_blamed: list[str] = field(default_factory=list)
     warnings: int = 0
@@ -305,6 +324,15 @@ class Accuracy:
     @property
     def all_identified(self) -> bool:
         return self.identified == self.faults
+
+    @property
+    def all_localized(self) -> bool:
+        """Every fault identified or named among the candidates of an open verdict."""
+        return not self.missed
+
+    @property
+    def blamed(self) -> int:
+        return len(self.healthy_nodes_blamed) + len(self.healthy_leaves_blamed)
 
     @property
     def perfect(self) -> bool:
@@ -317,6 +345,7 @@ class Accuracy:
             "faults": self.faults,
             "identified": self.identified,
             "all_identified": self.all_identified,
+            "localized": self.localized,
             "missed": self.missed,
             "healthy_nodes_blamed": self.healthy_nodes_blamed,
             "healthy_leaves_blamed": self.healthy_leaves_blamed,
@@ -324,12 +353,28 @@ class Accuracy:
         }
 
 
+def _subjects_of(fault: Fault) -> set[str]:
+    """What a verdict may name for a fault: the fault, and for a leaf its uplinks."""
+    if fault.kind is FaultKind.LEAF:
+        return {fault.leaf, f"{fault.leaf} uplinks"}
+    return {fault.subject}
+
+
 def score(faults: Sequence[Fault], verdicts: Sequence[Verdict]) -> Accuracy:
-    """Which faults a FAIL verdict names, and which healthy nodes and leaves it blames."""
+    """Which faults a FAIL verdict names, which a candidates verdict lists, and which
+    healthy nodes and leaves a FAIL verdict blames."""
     failed = {v.subject for v in verdicts if v.status is Status.FAIL}
+    listed = {
+        str(s)
+        for v in verdicts
+        if v.metrics.get("scope") == "candidates"
+        for s in v.metrics.get("candidates", [])
+    }
     faulty_nodes = {f.node for f in faults if f.node}
     faulty_leaves = {f.leaf for f in faults if f.leaf}
-    missed = [f.describe() for f in faults if f.subject not in failed]
+    found = [f for f in faults if f.subject in failed]
+    localized = [f for f in faults if f not in found and _subjects_of(f) & listed]
+    missed = [f.describe() for f in faults if f not in found and f not in localized]
     blamed_nodes: set[str] = set()
     blamed_leaves: set[str] = set()
     for v in verdicts:
@@ -342,8 +387,9 @@ def score(faults: Sequence[Fault], verdicts: Sequence[Verdict]) -> Accuracy:
             blamed_leaves.add(v.subject)
     return Accuracy(
         faults=len(faults),
-        identified=len(faults) - len(missed),
+        identified=len(found),
         missed=missed,
+        localized=[f.describe() for f in localized],
         healthy_nodes_blamed=sorted(blamed_nodes),
         healthy_leaves_blamed=sorted(blamed_leaves),
         warnings=sum(
