@@ -317,7 +317,7 @@ def _sync(torch: Any, device: Any) -> None:
 
 
 def _timed_loop(
-    torch: Any, device: Any, step: Callable[[], None], seconds: float
+    torch: Any, device: Any, step: Callable[[], object], seconds: float
 ) -> tuple[int, float]:
     """Run `step` in batches until `seconds` pass; sync only between batches."""
     batch, iterations = 1, 0
@@ -497,6 +497,149 @@ def _warmup(torch: Any, device: Any, step: Callable[[], None], count: int = 3) -
     _sync(torch, device)
 
 
+class _Phases:
+    """Wall-clock start and end of each phase of a device's burn-in; the sampler tags
+    its samples with the current phase."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, dict[str, float]] = {}
+        self.sampler: NvmlSampler | None = None
+
+    def __call__(self, name: str) -> None:
+        now = time.time()
+        for value in self.times.values():
+            value.setdefault("end", now)
+        self.times[name] = {"start": now}
+        if self.sampler is not None:
+            self.sampler.phase = name
+
+    def close(self) -> dict[str, dict[str, float]]:
+        for value in self.times.values():
+            value.setdefault("end", time.time())
+        return self.times
+
+
+def _open_device(
+    torch: Any, device: Any, cfg: BurnConfig, result: dict[str, Any]
+) -> tuple[NvmlSampler | None, str]:
+    """Select the device, name it, and start NVML sampling where NVML sees it."""
+    if device.type != "cuda":
+        result["name"] = platform.processor() or platform.machine() or "cpu"
+        return None, "nvml unavailable: device is cpu"
+    torch.cuda.set_device(device)
+    props = torch.cuda.get_device_properties(device)
+    result["name"] = props.name
+    nvml, reason = _import_nvml()
+    if nvml is None:
+        return None, reason
+    handle, reason = _nvml_handle_for(nvml, props)
+    if handle is None:
+        return None, reason
+    result.update(_nvml_identity(nvml, handle))
+    sampler = NvmlSampler(nvml, handle, cfg.sample_interval_s)
+    sampler.start()
+    return sampler, reason
+
+
+@dataclass
+class _Measured:
+    """Iterations and seconds of the checked burns and of the plain reference loops."""
+
+    gemm: tuple[int, float]
+    gemm_reference: tuple[int, float]
+    hbm: tuple[int, float]
+    hbm_reference: tuple[int, float]
+    hbm_bytes: int
+
+
+def _run_burns(
+    torch: Any, device: Any, cfg: BurnConfig, phase: _Phases, log: CheckLog
+) -> _Measured:
+    """GEMM then HBM copy, each checked while it runs and timed against a plain loop."""
+    phase("setup")
+    gemm = GemmBurn(torch, device, cfg)
+    # The first BF16 result must itself agree with FP32, or every later check would
+    # compare against a corrupt reference.
+    start_err, _ = gemm.check_one(gemm.first)
+    log.max_rel_error = start_err
+    log.record(
+        "gemm",
+        start_err <= cfg.tolerance,
+        {
+            "elapsed_s": 0.0,
+            "max_rel_error": start_err,
+            "tolerance": cfg.tolerance,
+            "mismatched_elements": 0,
+            "buffer": -1,
+            "note": "first result against FP32",
+        },
+    )
+    _warmup(torch, device, gemm.step)
+    phase("gemm")
+    burned = _burn_loop(torch, device, gemm.step, gemm.check, log, cfg.gemm_s, cfg.check_interval_s)
+    phase("gemm_reference")
+    a, b = gemm.a, gemm.b
+    reference = _timed_loop(torch, device, lambda: torch.matmul(a, b), cfg.reference_s)
+    del gemm
+    phase("setup_hbm")
+    copy = CopyBurn(torch, device, cfg)
+    _warmup(torch, device, copy.step)
+    phase("hbm")
+    copied = _burn_loop(torch, device, copy.step, copy.check, log, cfg.hbm_s, cfg.check_interval_s)
+    phase("hbm_reference")
+    src, dst = copy.src, copy.dst
+    copy_reference = _timed_loop(torch, device, lambda: dst.copy_(src), cfg.reference_s)
+    phase("done")
+    return _Measured(burned, reference, copied, copy_reference, copy.bytes)
+
+
+def _results(cfg: BurnConfig, m: _Measured, log: CheckLog) -> dict[str, Any]:
+    """Throughput, reference, efficiency and correctness sections of a device result."""
+    flops = 2.0 * cfg.size**3
+    moved = 2.0 * m.hbm_bytes
+    gemm_tflops = flops * m.gemm[0] / m.gemm[1] / 1e12
+    ref_tflops = flops * m.gemm_reference[0] / m.gemm_reference[1] / 1e12
+    hbm_gbps = moved * m.hbm[0] / m.hbm[1] / 1e9
+    ref_gbps = moved * m.hbm_reference[0] / m.hbm_reference[1] / 1e9
+    return {
+        "gemm": {
+            "size": cfg.size,
+            "dtype": "bfloat16",
+            "iterations": m.gemm[0],
+            "seconds": round(m.gemm[1], 3),
+            "tflops": _sig(gemm_tflops),
+        },
+        "hbm": {
+            "bytes": m.hbm_bytes,
+            "iterations": m.hbm[0],
+            "seconds": round(m.hbm[1], 3),
+            "gbps": _sig(hbm_gbps),
+            "convention": HBM_CONVENTION,
+        },
+        "reference": {
+            "gemm_tflops": _sig(ref_tflops),
+            "gemm_iterations": m.gemm_reference[0],
+            "gemm_seconds": round(m.gemm_reference[1], 3),
+            "hbm_gbps": _sig(ref_gbps),
+            "hbm_iterations": m.hbm_reference[0],
+            "hbm_seconds": round(m.hbm_reference[1], 3),
+            "how": "plain torch.matmul(a, b) loop and plain dst.copy_(src) loop, no checks",
+        },
+        "efficiency": {
+            "gemm": _sig(gemm_tflops / ref_tflops),
+            "hbm": _sig(hbm_gbps / ref_gbps),
+        },
+        "correctness": {
+            "checks_run": log.run,
+            "checks_failed": log.failed,
+            "max_rel_error": log.max_rel_error,
+            "tolerance": cfg.tolerance,
+            "bitwise": cfg.bitwise,
+            "failures": log.failures,
+        },
+    }
+
+
 def burn_device(cfg: BurnConfig, device_name: str) -> dict[str, Any]:
     """Burn one device and return its result (never raises: errors go into the result)."""
     import torch
@@ -511,128 +654,22 @@ def burn_device(cfg: BurnConfig, device_name: str) -> dict[str, Any]:
         "pci_bus_id": None,
         "error": None,
     }
-    sampler: NvmlSampler | None = None
+    phase = _Phases()
     samples_reason = "nvml unavailable: device is cpu"
-    phases: dict[str, dict[str, float]] = {}
-
-    def phase(name: str) -> None:
-        now = time.time()
-        for value in phases.values():
-            value.setdefault("end", now)
-        phases[name] = {"start": now}
-        if sampler is not None:
-            sampler.phase = name
-
     try:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            props = torch.cuda.get_device_properties(device)
-            result["name"] = props.name
-            nvml, samples_reason = _import_nvml()
-            if nvml is not None:
-                handle, samples_reason = _nvml_handle_for(nvml, props)
-                if handle is not None:
-                    result.update(_nvml_identity(nvml, handle))
-                    sampler = NvmlSampler(nvml, handle, cfg.sample_interval_s)
-                    sampler.start()
-        else:
-            result["name"] = platform.processor() or platform.machine() or "cpu"
-
-        phase("setup")
+        phase.sampler, samples_reason = _open_device(torch, device, cfg, result)
         log = CheckLog()
-        gemm = GemmBurn(torch, device, cfg)
-        # The first BF16 result must itself agree with FP32, or every later check would
-        # compare against a corrupt reference.
-        start_err, _ = gemm.check_one(gemm.first)
-        log.max_rel_error = start_err
-        log.record(
-            "gemm",
-            start_err <= cfg.tolerance,
-            {
-                "elapsed_s": 0.0,
-                "max_rel_error": start_err,
-                "tolerance": cfg.tolerance,
-                "mismatched_elements": 0,
-                "buffer": -1,
-                "note": "first result against FP32",
-            },
-        )
-        _warmup(torch, device, gemm.step)
-
-        phase("gemm")
-        gemm_iters, gemm_secs = _burn_loop(
-            torch, device, gemm.step, gemm.check, log, cfg.gemm_s, cfg.check_interval_s
-        )
-        phase("gemm_reference")
-        a, b = gemm.a, gemm.b
-        ref_iters, ref_secs = _timed_loop(
-            torch, device, lambda: torch.matmul(a, b), cfg.reference_s
-        )
-        del gemm
-        phase("setup_hbm")
-        copy = CopyBurn(torch, device, cfg)
-        _warmup(torch, device, copy.step)
-        phase("hbm")
-        hbm_iters, hbm_secs = _burn_loop(
-            torch, device, copy.step, copy.check, log, cfg.hbm_s, cfg.check_interval_s
-        )
-        phase("hbm_reference")
-        src, dst = copy.src, copy.dst
-        cref_iters, cref_secs = _timed_loop(torch, device, lambda: dst.copy_(src), cfg.reference_s)
-        phase("done")
-
-        flops = 2.0 * cfg.size**3
-        moved = 2.0 * copy.bytes
-        gemm_tflops = flops * gemm_iters / gemm_secs / 1e12
-        ref_tflops = flops * ref_iters / ref_secs / 1e12
-        hbm_gbps = moved * hbm_iters / hbm_secs / 1e9
-        ref_gbps = moved * cref_iters / cref_secs / 1e9
-        result["gemm"] = {
-            "size": cfg.size,
-            "dtype": "bfloat16",
-            "iterations": gemm_iters,
-            "seconds": round(gemm_secs, 3),
-            "tflops": _sig(gemm_tflops),
-        }
-        result["hbm"] = {
-            "bytes": copy.bytes,
-            "iterations": hbm_iters,
-            "seconds": round(hbm_secs, 3),
-            "gbps": _sig(hbm_gbps),
-            "convention": HBM_CONVENTION,
-        }
-        result["reference"] = {
-            "gemm_tflops": _sig(ref_tflops),
-            "gemm_iterations": ref_iters,
-            "gemm_seconds": round(ref_secs, 3),
-            "hbm_gbps": _sig(ref_gbps),
-            "hbm_iterations": cref_iters,
-            "hbm_seconds": round(cref_secs, 3),
-            "how": "plain torch.matmul(a, b) loop and plain dst.copy_(src) loop, no checks",
-        }
-        result["efficiency"] = {
-            "gemm": _sig(gemm_tflops / ref_tflops),
-            "hbm": _sig(hbm_gbps / ref_gbps),
-        }
-        result["correctness"] = {
-            "checks_run": log.run,
-            "checks_failed": log.failed,
-            "max_rel_error": log.max_rel_error,
-            "tolerance": cfg.tolerance,
-            "bitwise": cfg.bitwise,
-            "failures": log.failures,
-        }
+        measured = _run_burns(torch, device, cfg, phase, log)
+        result.update(_results(cfg, measured, log))
     except Exception as err:  # any failure of this GPU belongs in its result
         result["error"] = f"{type(err).__name__}: {err}"
     finally:
-        if sampler is not None:
-            sampler.stop()
-            result["samples"] = summarize_samples(sampler.samples, cfg.sample_interval_s)
+        if phase.sampler is not None:
+            phase.sampler.stop()
+            result["samples"] = summarize_samples(phase.sampler.samples, cfg.sample_interval_s)
         else:
             result["samples"] = nvml_unavailable(samples_reason)
-        for value in phases.values():
-            value.setdefault("end", time.time())
-        result["phases"] = phases
+        result["phases"] = phase.close()
     return result
 
 

@@ -277,43 +277,36 @@ def _fleet_reason(
     return status, text, metrics
 
 
-def _judge_gpu(
-    rec: GpuRecord,
-    fleets: Mapping[tuple[str, str], FleetStats],
-    floors: Mapping[str, float] | None,
-    rules: Mapping[str, float],
-) -> Verdict:
-    subject = f"{rec.node} GPU {rec.gpu}"
-    data = rec.data
-    statuses: list[Status] = []
-    reasons: list[str] = []
-    metrics: dict[str, Any] = {
-        "node": rec.node,
-        "gpu": rec.gpu,
-        "model": rec.model,
-        "uuid": data.get("uuid"),
-        "serial": data.get("serial"),
-        "tflops": rec.tflops,
-        "hbm_gbps": rec.hbm_gbps,
-    }
+Finding = tuple[Status, str]
 
-    def add(status: Status, text: str) -> None:
-        statuses.append(status)
-        reasons.append(text)
 
+def _completion_findings(data: Mapping[str, Any], metrics: dict[str, Any]) -> list[Finding]:
+    """The burn-in ran to its end and its correctness checks ran and passed."""
+    found: list[Finding] = []
     if data.get("error"):
-        add(Status.FAIL, f"the burn-in did not complete on this GPU: {data['error']}")
-
+        found.append((Status.FAIL, f"the burn-in did not complete on this GPU: {data['error']}"))
     corr = data.get("correctness") or {}
     run, failed = corr.get("checks_run", 0), corr.get("checks_failed", 0)
     metrics.update(checks_run=run, checks_failed=failed, max_rel_error=corr.get("max_rel_error"))
     if not data.get("error"):
         if not run:
-            add(Status.FAIL, "no correctness check ran: the results of this GPU are unverified")
+            found.append(
+                (Status.FAIL, "no correctness check ran: the results of this GPU are unverified")
+            )
         elif failed:
-            add(Status.FAIL, _correctness_text(run, failed, corr))
+            found.append((Status.FAIL, _correctness_text(run, failed, corr)))
+    return found
 
-    # Fleet comparison and floors.
+
+def _throughput_findings(
+    rec: GpuRecord,
+    fleets: Mapping[tuple[str, str], FleetStats],
+    floors: Mapping[str, float] | None,
+    rules: Mapping[str, float],
+    metrics: dict[str, Any],
+) -> list[Finding]:
+    """GEMM and HBM throughput against the fleet of the same model and the floors."""
+    found: list[Finding] = []
     for key, label, unit, value in (
         ("tflops", "BF16 GEMM", "TFLOPS", rec.tflops),
         ("hbm_gbps", "HBM copy", "GB/s", rec.hbm_gbps),
@@ -325,38 +318,73 @@ def _judge_gpu(
             status, text, fleet_metrics = _fleet_reason(label, unit, value, stats, rec.model, rules)
             metrics[f"fleet_{key}"] = fleet_metrics
             if status is not Status.PASS:
-                add(status, text)
+                found.append((status, text))
         prefix = "gemm_tflops" if key == "tflops" else "hbm_gbps"
         if floors is None:
             continue
         fail_at, warn_at = floors.get(f"{prefix}_floor"), floors.get(f"{prefix}_warn")
         if fail_at is not None and value < fail_at:
-            add(Status.FAIL, f"{label} {value:.1f} {unit} is below the floor {fail_at:g} {unit}")
-        elif warn_at is not None and value < warn_at:
-            add(
-                Status.WARN,
-                f"{label} {value:.1f} {unit} is below the warn floor {warn_at:g} {unit}",
+            found.append(
+                (Status.FAIL, f"{label} {value:.1f} {unit} is below the floor {fail_at:g} {unit}")
             )
-    if floors is None and rec.tflops is not None:
-        reasons.append(f"note: no absolute floors for the model {rec.model!r} (pass --floors)")
+        elif warn_at is not None and value < warn_at:
+            found.append(
+                (
+                    Status.WARN,
+                    f"{label} {value:.1f} {unit} is below the warn floor {warn_at:g} {unit}",
+                )
+            )
+    return found
 
-    # Did the burn-in really load the GPU? (burn-in loop vs plain torch loop.)
+
+def _load_findings(data: Mapping[str, Any], rules: Mapping[str, float]) -> list[Finding]:
+    """Did the burn-in really load the GPU? (burn-in loop vs plain torch loop.)"""
+    found: list[Finding] = []
     eff = data.get("efficiency") or {}
     for key, what in (("gemm", "torch.matmul"), ("hbm", "Tensor.copy_")):
         ratio = eff.get(key)
         if isinstance(ratio, int | float) and ratio < rules["min_load_efficiency"]:
-            add(
-                Status.WARN,
-                f"the burn-in {key} load reached only {ratio:.0%} of a plain {what} loop on the "
-                f"same GPU (target >= {rules['min_load_efficiency']:.0%}): its figure "
-                "understates this GPU",
+            found.append(
+                (
+                    Status.WARN,
+                    f"the burn-in {key} load reached only {ratio:.0%} of a plain {what} loop on "
+                    f"the same GPU (target >= {rules['min_load_efficiency']:.0%}): its figure "
+                    "understates this GPU",
+                )
             )
+    return found
 
+
+def _judge_gpu(
+    rec: GpuRecord,
+    fleets: Mapping[tuple[str, str], FleetStats],
+    floors: Mapping[str, float] | None,
+    rules: Mapping[str, float],
+) -> Verdict:
+    subject = f"{rec.node} GPU {rec.gpu}"
+    data = rec.data
+    metrics: dict[str, Any] = {
+        "node": rec.node,
+        "gpu": rec.gpu,
+        "model": rec.model,
+        "uuid": data.get("uuid"),
+        "serial": data.get("serial"),
+        "tflops": rec.tflops,
+        "hbm_gbps": rec.hbm_gbps,
+    }
+    found = _completion_findings(data, metrics)
+    found += _throughput_findings(rec, fleets, floors, rules, metrics)
+    statuses = [status for status, _ in found]
+    reasons = [text for _, text in found]
+    if floors is None and rec.tflops is not None:
+        reasons.append(f"note: no absolute floors for the model {rec.model!r} (pass --floors)")
+    for status, text in _load_findings(data, rules):
+        statuses.append(status)
+        reasons.append(text)
     statuses_s, reasons_s, sample_metrics = judge_samples(data.get("samples"), floors)
     statuses += statuses_s
     reasons += reasons_s
     metrics.update(sample_metrics)
-
     status = worst(statuses)
     if not [r for r in reasons if not r.startswith("note:")]:
         reasons.insert(0, "all correctness checks passed, no slowdown throttling, within the fleet")
@@ -578,13 +606,55 @@ def parse_gpu_burn(text: str) -> GpuBurnRun:
     return GpuBurnRun(gpus=gpus, tested=tested, precision=precision, burn_seconds=burn_seconds)
 
 
+def _gpu_burn_findings(
+    run: GpuBurnRun,
+    g: GpuBurnGpu,
+    stats: FleetStats | None,
+    rules: Mapping[str, float],
+) -> list[Finding]:
+    """One GPU of a gpu_burn run: FAULTY, died, errors, unfinished, and its rate."""
+    found: list[Finding] = []
+    if g.status == "FAULTY":
+        found.append(
+            (
+                Status.FAIL,
+                "gpu_burn reported this GPU FAULTY (its results differed from the reference "
+                "result) although gpu_burn exited 0: drain it and replace it",
+            )
+        )
+    if g.died:
+        found.append(
+            (Status.FAIL, "gpu_burn's worker for this GPU died (DIED!): look for Xid errors")
+        )
+    if g.errors:
+        found.append((Status.FAIL, f"{g.errors} errors in gpu_burn's last progress report"))
+    if not run.completed:
+        found.append(
+            (
+                Status.FAIL,
+                "gpu_burn did not finish (no 'Tested N GPUs' summary): it was killed or "
+                "crashed, so no OK/FAULTY verdict exists",
+            )
+        )
+    elif g.status is None:
+        found.append((Status.FAIL, "gpu_burn's summary has no line for this GPU"))
+    if g.gflops is not None and stats is not None and not g.died:
+        precision = run.precision or "unknown precision"
+        status, text, _ = _fleet_reason(
+            f"gpu_burn ({precision})", "Gflop/s", g.gflops, stats, g.name or "", rules
+        )
+        if status is not Status.PASS:
+            found.append((status, text))
+    return found
+
+
 def judge_gpu_burn(
     run: GpuBurnRun, node: str, rules: Mapping[str, float] | None = None
 ) -> BurninJudgement:
     """Verdicts from a parsed gpu_burn run: its OK/FAULTY, deaths, errors, and Gflop/s
     against the other GPUs of the same run (gpu_burn's exit code is ignored: it is 0 for
     FAULTY GPUs too)."""
-    rules = {**DEFAULT_RULES, **(rules or {})}
+    merged = {**DEFAULT_RULES, **(rules or {})}
     if not run.gpus:
         verdict = Verdict(
             subject=f"{node} gpu_burn",
@@ -595,63 +665,28 @@ def judge_gpu_burn(
         )
         return BurninJudgement(verdicts=[verdict], rows=[])
     rates = [g.gflops for g in run.gpus if g.gflops is not None and not g.died]
-    stats = fleet_stats(rates) if len(rates) >= rules["min_fleet_size"] else None
+    stats = fleet_stats(rates) if len(rates) >= merged["min_fleet_size"] else None
     precision = run.precision or "unknown precision"
     verdicts: list[Verdict] = []
     rows: list[dict[str, Any]] = []
     for g in run.gpus:
-        statuses: list[Status] = []
-        reasons: list[str] = []
-        if g.status == "FAULTY":
-            statuses.append(Status.FAIL)
-            reasons.append(
-                "gpu_burn reported this GPU FAULTY (its results differed from the reference "
-                "result) although gpu_burn exited 0: drain it and replace it"
-            )
-        if g.died:
-            statuses.append(Status.FAIL)
-            reasons.append("gpu_burn's worker for this GPU died (DIED!): look for Xid errors")
-        if g.errors:
-            statuses.append(Status.FAIL)
-            reasons.append(f"{g.errors} errors in gpu_burn's last progress report")
-        if not run.completed:
-            statuses.append(Status.FAIL)
-            reasons.append(
-                "gpu_burn did not finish (no 'Tested N GPUs' summary): it was killed or "
-                "crashed, so no OK/FAULTY verdict exists"
-            )
-        elif g.status is None:
-            statuses.append(Status.FAIL)
-            reasons.append("gpu_burn's summary has no line for this GPU")
-        if g.gflops is not None and stats is not None and not g.died:
-            status, text, _ = _fleet_reason(
-                f"gpu_burn ({precision})", "Gflop/s", g.gflops, stats, g.name or "", rules
-            )
-            if status is not Status.PASS:
-                statuses.append(status)
-                reasons.append(text)
-        status = worst(statuses)
-        if not reasons:
-            reasons.append(f"gpu_burn: OK, {g.gflops or 0:.0f} Gflop/s ({precision})")
-        verdicts.append(
-            Verdict(
-                subject=f"{node} GPU {g.index}",
-                kind="burnin",
-                status=status,
-                reasons=reasons,
-                metrics={
-                    "node": node,
-                    "gpu": g.index,
-                    "tool": "gpu_burn",
-                    "model": g.name,
-                    "uuid": g.uuid,
-                    "gflops": g.gflops,
-                    "precision": run.precision,
-                    "gpu_burn_status": g.status,
-                    "temp_c": g.temp_c,
-                },
-            )
-        )
+        found = _gpu_burn_findings(run, g, stats, merged)
+        status = worst([s for s, _ in found])
+        reasons = [text for _, text in found] or [
+            f"gpu_burn: OK, {g.gflops or 0:.0f} Gflop/s ({precision})"
+        ]
+        metrics = {
+            "node": node,
+            "gpu": g.index,
+            "tool": "gpu_burn",
+            "model": g.name,
+            "uuid": g.uuid,
+            "gflops": g.gflops,
+            "precision": run.precision,
+            "gpu_burn_status": g.status,
+            "temp_c": g.temp_c,
+        }
+        verdicts.append(Verdict(f"{node} GPU {g.index}", "burnin", status, reasons, metrics))
         rows.append(
             {
                 "node": node,

@@ -757,10 +757,10 @@ def _group_retests(
                 for k in todo
                 if k != key and k not in used and frozenset((key, k)) not in ev.uplink_tried
             )
-            partner = next(fresh, None)
-            if partner is None:
+            met: UnitKey | None = next(fresh, None)
+            if met is None:
                 continue
-            both = rails | todo[partner]
+            partner, both = met, rails | todo[met]
         test_id = f"r{index}-group-{len(tests)}"
         test = group_test(ev, test_id, (key, units[key]), (partner, units[partner]), both)
         if test is not None:

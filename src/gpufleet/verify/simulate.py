@@ -487,7 +487,7 @@ def run_naive(
     floor = min_fraction * NOMINAL_RAIL_GBPS
     whole_ok = not first.error and all(first.rail_gbps.get(r, 0.0) >= floor for r in rails)
     if whole_ok or len(layout.nodes) < 2:
-        verdicts = [
+        passing = [
             Verdict(
                 n,
                 "isolation",
@@ -497,7 +497,7 @@ def run_naive(
             )
             for n in layout.nodes
         ]
-        return Outcome("naive", records, verdicts, score(cluster.faults, verdicts), 1)
+        return Outcome("naive", records, passing, score(cluster.faults, passing), 1)
     own = {f.node for f in cluster.faults if f.node}
     ref = next((n for n in layout.nodes if n not in own), layout.nodes[0])
     results: list[tuple[str, TestResult]] = []
