@@ -188,16 +188,22 @@ def main() -> None:
 
         print("CLI, interpreter start included (wall, best of", args.repeat, "runs):")
         for cmd in (["validate"], ["plan"], ["plan", "--json"], ["inventory"]):
-            wall, rc = _cli(args.repeat, *cmd, str(site))
+            wall, cpu, rc = _cli(args.repeat, *cmd, str(site))
             verdict = "met" if wall < 2 else "NOT met"
             print(
-                f"  gpufleet {' '.join(cmd):<14} {wall:.2f} s (exit {rc}; target < 2 s: {verdict})"
+                f"  gpufleet {' '.join(cmd):<14} {wall:.2f} s wall, {cpu:.2f} s CPU"
+                f" (exit {rc}; target < 2 s wall: {verdict})"
             )
 
-        hostile = {"alias bomb (9^10 values)": _bomb(), "nested 40 deep": "a: " + "[" * 40}
-        print("hostile input refused (wall, CLI):")
+        spec = path.read_text()
+        bomb = "anchors:\n" + "".join(f"  {line}\n" for line in _bomb().splitlines())
+        hostile = {
+            "alias bomb (9^10 values)": bomb + spec.replace("name: bench", "name: *a9", 1),
+            "nested 40 deep": "a: " + "[" * 40 + "]" * 40 + "\n",
+        }
+        print("hostile input refused (CLI):")
         for name, text in hostile.items():
-            path.write_text(text + "]" * 40 * (name.startswith("nested")) + "\n")
+            path.write_text(text)
             wall, cpu, rc = _cli(1, "validate", str(site))
             print(f"  {name:<26} {wall:.2f} s wall, {cpu:.2f} s CPU (exit {rc})")
 

@@ -73,11 +73,17 @@ def test_alias_bombs_are_refused_at_the_alias_that_crosses_the_limit(levels: int
     assert problem.path.startswith("line ")
 
 
-def test_a_bomb_inside_a_real_spec_goes_no_further(tmp_path: Path, site_cli: None) -> None:
-    text = MINIMAL.read_text() + _bomb(10).replace("site:", "extra:")
+def test_a_bomb_a_field_refers_to_goes_no_further(
+    tmp_path: Path, site_cli: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Constructed: site.name is an alias to a bomb. Before, the schema error repeated the
+    value back and expanded it (minutes, gigabytes); now the parser refuses it."""
+    bomb = "".join(f"  {line}\n" for line in _bomb(10).splitlines())
+    text = "anchors:\n" + bomb + MINIMAL.read_text().replace("name: tiny", "name: *l10")
     site = _site(tmp_path, text)
-    rc = gpufleet.cli.main(["validate", str(site)])
-    assert rc == 2
+    assert gpufleet.cli.main(["validate", str(site)]) == 2
+    err = capsys.readouterr().err
+    assert "(an alias bomb?)" in err and len(err.splitlines()) == 2
 
 
 def test_modest_aliases_are_fine() -> None:
