@@ -23,9 +23,8 @@ LOCAL_IMPORTS_ALLOWED = {
     # Pulumi serializes a dynamic provider by value and runs it in another process:
     # the provider imports what it needs when it runs (docs/pulumi.md).
     "infra/inventory.py",
-    # Owned by the verify helper (issue 13 house cleaning), who removes these:
+    # Owned by the verify helper (issue 13 house cleaning), who removes it:
     "verify/cli.py",
-    "verify/burnin.py",
 }
 
 
