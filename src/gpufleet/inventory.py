@@ -140,7 +140,6 @@ def _host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         },
         "gpufleet_interfaces": interfaces,
         "gpufleet_fabric_rails": rails,
-        **derived_facts(cluster, node),
     }
 
 
@@ -172,11 +171,29 @@ def derived_facts(cluster: Cluster, node: Node) -> dict[str, Any]:
 
 
 def render_hosts(cluster: Cluster) -> str:
-    children: dict[str, Any] = {}
+    """hosts.yml: what `_dump({"all": {"children": {group: {"hosts": ...}}}})` would
+    write, host by host, so that the derived facts (the same for every node of a
+    scalable unit and profile) are rendered once per distinct set."""
+    out = [_header(cluster, "Ansible hosts"), "all:\n", "  children:\n"]
+    facts_text: dict[tuple[Any, ...], str] = {}
     for role in ROLES:
-        hosts = {n.name: _host_vars(cluster, n) for n in cluster.nodes if n.role == role}
-        children[GROUPS[role]] = {"hosts": hosts} if hosts else {}
-    return _header(cluster, "Ansible hosts") + _dump({"all": {"children": children}})
+        nodes = [n for n in cluster.nodes if n.role == role]
+        if not nodes:
+            out.append(f"    {_key(GROUPS[role])}: {{}}\n")
+            continue
+        out.append(f"    {_key(GROUPS[role])}:\n      hosts:\n")
+        for node in nodes:
+            out.append(f"        {_key(node.name)}:\n")
+            _emit(_host_vars(cluster, node), 10, out)
+            facts = derived_facts(cluster, node)
+            key = tuple(tuple(v) if type(v) is list else v for v in facts.values())
+            text = facts_text.get(key)
+            if text is None:
+                block: list[str] = []
+                _emit(facts, 10, block)
+                text = facts_text[key] = "".join(block)
+            out.append(text)
+    return "".join(out)
 
 
 def render_group_vars(cluster: Cluster) -> str:
