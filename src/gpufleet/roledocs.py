@@ -19,8 +19,17 @@ END = "<!-- END VARIABLES -->"
 
 
 def load_options(role_dir: Path) -> dict[str, dict[str, Any]]:
-    spec = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())
-    options: dict[str, dict[str, Any]] = spec["argument_specs"]["main"]["options"]
+    """The options of every entry point (main, or tasks_from files of an internal role), by name.
+
+    An option that two entry points declare must be declared the same way in both.
+    """
+    path = role_dir / "meta" / "argument_specs.yml"
+    specs = yaml.safe_load(path.read_text())["argument_specs"]
+    options: dict[str, dict[str, Any]] = {}
+    for entry in specs.values():
+        for name, opt in (entry.get("options") or {}).items():
+            if options.setdefault(name, opt) != opt:
+                raise ValueError(f"{path}: {name} is declared differently in two entry points")
     return options
 
 
