@@ -2,16 +2,24 @@
 
 Real here: repository file and key check, apt pinning, holds, exact versions, the drift
 checker, modprobe files and the persistenced unit being enabled. Not here: NVIDIA's packages,
-kernel modules, GPUs (hardware checks are off in the container).
+kernel modules, GPUs (hardware checks are off in the container). The other GPU roles of this
+scenario have their own test modules; they run after this one's role in converge.yml.
 """
 
 import pytest
 
 HOST = "gpufleet-mol-nvidia_driver-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
 LOCKED = "550.127.05-1"
 PACKAGES = ["nvidia-kernel-open-dkms", "nvidia-driver", "nvidia-persistenced"]
 DRIFT = "/usr/local/sbin/gpufleet-version-drift"
+LOCK = "/etc/gpufleet/version-lock.d/nvidia_driver.lock"
+ON_FAILURE = [
+    "apt-cache policy nvidia-driver",
+    "apt-mark showhold",
+    "journalctl -u nvidia-persistenced --no-pager -n 20",
+]
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)
@@ -63,13 +71,14 @@ def test_drift_seeded_by_prepare_was_reported(host):
 
 
 def test_drift_checker_clean_now(host):
-    out = host.run(DRIFT)
+    # Every lock of the node at once: test_dcgm.py::test_drift_checker_clean_for_every_lock.
+    out = host.run(f"{DRIFT} {LOCK}")
     assert out.rc == 0, out.stdout
     assert out.stdout.strip() == "OK 3 package(s) as locked"
 
 
 def test_drift_checker_reports_unhold_and_other_version(host):
-    lock = "/etc/gpufleet/version-lock.d/nvidia_driver.lock"
+    lock = LOCK
     try:
         host.check_output("apt-mark unhold nvidia-persistenced")
         host.check_output(

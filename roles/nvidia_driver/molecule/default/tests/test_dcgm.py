@@ -1,7 +1,13 @@
 """Verify dcgm against the TEST repository of dummy packages (hardware checks off)."""
 
-HOST = "gpufleet-mol-dcgm-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+HOST = "gpufleet-mol-nvidia_driver-default"
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
+ON_FAILURE = [
+    "apt-cache policy datacenter-gpu-manager",
+    "apt-mark showhold",
+    "journalctl -u nvidia-dcgm --no-pager -n 20",
+]
 
 
 def test_locked_version_with_epoch_installed_held_and_pinned(host):
@@ -14,8 +20,10 @@ def test_locked_version_with_epoch_installed_held_and_pinned(host):
 
 
 def test_drift_checker_clean_for_every_lock(host):
+    # Without arguments the checker reads every lock of the node: nvidia_driver 3,
+    # nvidia_fabricmanager 2, cuda_toolkit 1, dcgm 1, nvidia_container_toolkit 4.
     out = host.run("/usr/local/sbin/gpufleet-version-drift")
-    assert (out.rc, out.stdout.strip()) == (0, "OK 4 package(s) as locked")
+    assert (out.rc, out.stdout.strip()) == (0, "OK 11 package(s) as locked")
 
 
 def test_host_engine_enabled_not_started_without_gpus(host):

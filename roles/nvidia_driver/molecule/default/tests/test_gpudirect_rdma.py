@@ -1,7 +1,9 @@
 """Verify gpudirect_rdma's files (module loading needs a GPU node: hardware checks off)."""
 
-HOST = "gpufleet-mol-gpudirect_rdma-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+HOST = "gpufleet-mol-nvidia_driver-default"
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
+ON_FAILURE = ["modprobe -c | grep -i peer", "ls -l /etc/modprobe.d /etc/modules-load.d"]
 
 
 def test_peermem_loaded_at_boot(host):

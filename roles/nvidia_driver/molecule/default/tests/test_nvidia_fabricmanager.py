@@ -6,11 +6,17 @@ enabled. Not here: NVSwitches, so the service is enabled but not started (hardwa
 
 import pytest
 
-HOST = "gpufleet-mol-nvidia_fabricmanager-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+HOST = "gpufleet-mol-nvidia_driver-default"
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
 LOCKED = "550.127.05-1"
 PACKAGES = ["nvidia-fabricmanager-550", "libnvidia-nscq-550"]
 LOCK = "/etc/gpufleet/version-lock.d/nvidia_fabricmanager.lock"
+ON_FAILURE = [
+    "apt-cache policy nvidia-fabricmanager-550",
+    "apt-mark showhold",
+    "journalctl -u nvidia-fabricmanager --no-pager -n 20",
+]
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)

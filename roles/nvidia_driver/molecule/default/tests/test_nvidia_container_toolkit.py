@@ -2,8 +2,10 @@
 
 import pytest
 
-HOST = "gpufleet-mol-nvidia_container_toolkit-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+HOST = "gpufleet-mol-nvidia_driver-default"
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
+ON_FAILURE = ["apt-cache policy nvidia-container-toolkit", "apt-mark showhold"]
 PACKAGES = [
     "nvidia-container-toolkit",
     "nvidia-container-toolkit-base",

@@ -1,7 +1,9 @@
 """Verify cuda_toolkit against the TEST repository of dummy packages (see prepare.yml)."""
 
-HOST = "gpufleet-mol-cuda_toolkit-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+HOST = "gpufleet-mol-nvidia_driver-default"
+# podman exec directly: through the ansible backend every command would be a whole ansible run.
+testinfra_hosts = [f"podman://{HOST}"]
+ON_FAILURE = ["apt-cache policy cuda-toolkit-12-4", "apt-mark showhold"]
 
 
 def test_locked_version_installed_held_and_pinned(host):
