@@ -94,8 +94,8 @@ def _judge_compute(ev: Evidence, node: str, final: bool) -> None:
     mean = statistics.mean(measured)
     fail = min(cfg.compute_fail_fraction, 1 - 2 * noise / math.sqrt(n))
     warn = min(cfg.compute_warn_fraction, 1 - noise / math.sqrt(n))
-    others = [v[0] for m, v in ev.local_tflops.items() if m != node and m not in ev.local_fail]
-    gap = min(others, default=median) - mean
+    lowest = [v for m, v in ev.compute_lowest if m != node]
+    gap = (lowest[0] if lowest else median) - mean
     clear = (
         n == 1
         and ev.compute_upper >= 4
@@ -145,6 +145,8 @@ def observe_local(ev: Evidence, local: LocalResults, final: bool) -> None:
             ev.compute_median = statistics.median(healthy)
             ev.compute_noise = estimate_noise(healthy, ev.compute_median)
             ev.compute_upper = sum(1 for v in healthy if v > ev.compute_median)
+            firsts = ((v[0], n) for n, v in ev.local_tflops.items() if n not in ev.local_fail)
+            ev.compute_lowest = [(n, v) for v, n in sorted(firsts)[:2]]
     for test, _ in local:
         if test.nodes[0] not in ev.local_fail:
             _judge_compute(ev, test.nodes[0], final)
@@ -381,20 +383,32 @@ def _calibration(ev: Evidence, index: int) -> list[Test]:
 def _proven_retests(
     ev: Evidence, index: int, targets: list[str], rails: dict[str, set[int]], slow: set[str]
 ) -> list[Test]:
+    """Each target with a partner proven good on its rails: from its own leaf group first,
+    clean (proven on every rail) first; each partner serves one target per round."""
     busy = set(targets)
     used: set[str] = set()
-    fabric = ev.fabric_nodes()
+    candidates = [p for p in ev.fabric_nodes() if p in ev.fast and p not in busy]
     tests: list[Test] = []
     for node in targets:
         need = rails.get(node, set())
-        usable = [
-            p for p in fabric if p not in used and p not in busy and ev.proven(p, need or ev.rails)
-        ]
-        home = set(ev.unit_nodes[ev.unit_of[node]])
-        clean = [p for p in usable if ev.proven(p, ev.rails)]
+
+        def usable(p: str, need: set[int] = need) -> bool:
+            return p not in used and ev.proven(p, need or ev.rails)
+
+        home = [p for p in ev.unit_nodes[ev.unit_of[node]] if p in ev.fast and p not in busy]
         partner = next(
-            (p for group in (clean, usable) for p in group if p in home),
-            next(iter(clean or usable), None),
+            (
+                p
+                for pool, clean in (
+                    (home, True),
+                    (home, False),
+                    (candidates, True),
+                    (candidates, False),
+                )
+                for p in pool
+                if usable(p) and (not clean or ev.proven(p, ev.rails))
+            ),
+            None,
         )
         if partner is None:
             continue

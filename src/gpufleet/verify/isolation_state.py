@@ -127,6 +127,7 @@ class Evidence:
         self.compute_median: float | None = None
         self.compute_noise = 0.0
         self.compute_upper = 0  # results above the median the compute noise comes from
+        self.compute_lowest: list[tuple[str, float]] = []  # the two lowest first results
         self.compute_suspects: set[str] = set()
         self.late_nodes: set[str] = set()  # cleared after the pair round: still to be paired
         # Ports and nodes on the fabric.
