@@ -299,7 +299,19 @@ def test_two_pairs_interleaved_without_prefix_stay_two_runs_each() -> None:
 
 
 @pytest.mark.parametrize(
-    ("first", "second"), [(SINGLE, GKE), (OK, GKE), (FAILED, EFA), (SINGLE, OK), (EFA, SINGLE)]
+    ("first", "second"),
+    [
+        (SINGLE, GKE),
+        (OK, GKE),
+        (FAILED, EFA),
+        (SINGLE, OK),
+        (EFA, SINGLE),
+        # Found by the property test: a 2-rank all_reduce waiting for its 32 MiB float
+        # row and a sendrecv table that starts at 32 MiB both take the next row.
+        (DEGRADED, GKE),
+        (GKE, DEGRADED),
+        (GKE, OK),
+    ],
 )
 def test_interleaved_runs_that_differ_in_shape_are_separated_exactly(
     first: str, second: str
@@ -349,6 +361,9 @@ def shared_logs(draw: st.DrawFn) -> tuple[str, list[str], str]:
 @settings(
     max_examples=40,
     deadline=None,
+    # The same examples on every run: CI never goes red on a draw nobody can replay.
+    # Explore with --hypothesis-seed=N (see the interleaving cases above, found that way).
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(shared_logs())

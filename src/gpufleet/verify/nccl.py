@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpufleet.errors import Problem, UserError
-from gpufleet.verify.nccl_demux import demultiplex
 from gpufleet.verify.nccl_lines import split_line
 from gpufleet.verify.nccl_model import (
     COLLECTIVES,
@@ -45,6 +44,7 @@ from gpufleet.verify.nccl_model import (
     row_ranks,
     size_slack,
 )
+from gpufleet.verify.nccl_search import demultiplex
 
 __all__ = [
     "COLLECTIVES",

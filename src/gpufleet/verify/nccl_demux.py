@@ -25,8 +25,9 @@ headers that overlap line by line cannot be separated (docs/verify.md).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from gpufleet.verify.nccl_lines import (
@@ -35,8 +36,6 @@ from gpufleet.verify.nccl_lines import (
     NCCL_VERSION,
     Kind,
     Piece,
-    classify,
-    split_line,
 )
 from gpufleet.verify.nccl_model import (
     NOTABLE_INFO,
@@ -46,6 +45,7 @@ from gpufleet.verify.nccl_model import (
     NcclLog,
     NcclParseError,
     NcclRun,
+    SizeRow,
     collective_from_binary,
     parse_columns,
     parse_params,
@@ -72,6 +72,8 @@ class _Slot:
     """A run being assembled, with what the assignment rules need to know about it."""
 
     run: NcclRun
+    # The piece of the log that began it: the same run in every hypothesis (see `fork`).
+    ident: int
     created: int
     phase: Phase = Phase.HEAD
     keys: set[str] = field(default_factory=set)
@@ -81,15 +83,48 @@ class _Slot:
     # Requested sizes its table has a row for, per (type, op) series.
     filled: dict[tuple[str, str], set[int]] = field(default_factory=dict)
 
+    def copy(self) -> _Slot:
+        return replace(
+            self,
+            run=_copy_run(self.run),
+            keys=set(self.keys),
+            filled={series: set(sizes) for series, sizes in self.filled.items()},
+        )
+
+
+def _copy_run(run: NcclRun) -> NcclRun:
+    return replace(
+        run,
+        devices=list(run.devices),
+        rows=list(run.rows),
+        errors=list(run.errors),
+        warnings=list(run.warnings),
+        info=list(run.info),
+        notes=list(run.notes),
+        ambiguous_sizes=list(run.ambiguous_sizes),
+        interleaved_with=list(run.interleaved_with),
+    )
+
 
 @dataclass(frozen=True)
-class _Tie:
-    """A row that fitted several runs equally well."""
+class Placed:
+    """A row given to a run, linked to the rows placed before it; hypotheses share the
+    part of this chain they have in common."""
 
+    number: int  # the row's piece of the log, counted from 1 (same in every hypothesis)
+    run: int  # ident of the run it went to
     size: int
-    chosen: _Slot
-    others: tuple[_Slot, ...]
-    clock: int
+    content: SizeRow  # line number 0: rows of two runs compare by what they measured
+    before: Placed | None
+
+
+@dataclass(frozen=True)
+class RowChoice:
+    """A run a row may belong to, and what placing it there costs (`_row_cost`)."""
+
+    slot: int  # index in Demux.slots
+    cost: int
+    head: _RowHead
 
 
 @dataclass(frozen=True)
@@ -117,7 +152,9 @@ class _RowHead:
 
 
 class Demux:
-    """Feeds lines to runs; `finish()` returns the log."""
+    """One hypothesis of which run each line belongs to: feeds lines to runs, offers the
+    runs a row could belong to (`row_choices`) and can be forked to follow several of
+    them (see `gpufleet.verify.nccl_search`); `finish()` returns the log."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -127,41 +164,48 @@ class Demux:
         self.recognised = 0
         self.pending: dict[tuple[str, int], list[tuple[Kind, LogLine]]] = {}
         self.orphan_version: str | None = None
-        self.ties: list[_Tie] = []
         self.processes: dict[tuple[str, int], list[_Slot]] = {}
-        self.handlers: dict[Kind, Callable[[int, Piece, re.Match[str] | None], None]] = {
-            Kind.VERSION: self._version,
-            Kind.STARTING: self._starting,
-            Kind.PARAMS: self._params,
-            Kind.USING_DEVICES: self._using_devices,
-            Kind.DEVICE: self._device,
-            Kind.REDUCING: self._reducing,
-            Kind.TABLE_HEADER: self._table_header,
-            Kind.ROW: self._row,
-            Kind.OUT_OF_BOUNDS: self._out_of_bounds,
-            Kind.AVG: self._avg,
-            Kind.CONCLUDED: self._concluded,
-            Kind.ELISION: self._elision,
-            Kind.INFO: self._info,
-            Kind.WARN: self._warn,
-            Kind.NCCL_VERSION: self._nccl_version,
-            Kind.ERROR: self._error,
+        self.piece = 0  # the piece of the log being read, counted from 1
+        # What the rows placed so far cost (`_row_cost`), the last of them, and the rows
+        # an equally good hypothesis placed elsewhere: (run ident, size, other run ident).
+        self.cost = 0
+        self.placed: Placed | None = None
+        self.marks: frozenset[tuple[int, int, int]] = frozenset()
+
+    def fork(self) -> Demux:
+        """An independent copy, to follow another placement of a row."""
+        twin = Demux(self.source)
+        copies = {id(slot): slot.copy() for slot in self.slots}
+        twin.log = replace(
+            self.log, runs=[], notes=list(self.log.notes), errors=list(self.log.errors)
+        )
+        twin.slots = [copies[id(slot)] for slot in self.slots]
+        twin.clock, twin.recognised, twin.piece = self.clock, self.recognised, self.piece
+        twin.pending = {proc: list(lines) for proc, lines in self.pending.items()}
+        twin.orphan_version = self.orphan_version
+        twin.processes = {
+            proc: [copies[id(slot)] for slot in slots] for proc, slots in self.processes.items()
         }
+        twin.cost, twin.placed, twin.marks = self.cost, self.placed, self.marks
+        return twin
 
     # ------------------------------------------------------------ feeding
 
-    def feed(self, lineno: int, piece: Piece) -> None:
-        kind, match = classify(piece.text)
-        handler = self.handlers.get(kind)
+    def feed(
+        self, number: int, lineno: int, piece: Piece, kind: Kind, match: re.Match[str] | None
+    ) -> None:
+        """Read one piece (`number` counts pieces from 1) that is not a size row."""
+        self.piece = number
+        handler = _HANDLERS.get(kind)
         if handler is not None:
-            handler(lineno, piece, match)
+            handler(self, lineno, piece, match)
 
     def _tick(self) -> int:
         self.clock += 1
         return self.clock
 
     def _new(self, lineno: int, key: str | None, phase: Phase) -> _Slot:
-        slot = _Slot(NcclRun(start_line=lineno), created=self._tick(), phase=phase)
+        slot = _Slot(NcclRun(start_line=lineno), self.piece, created=self._tick(), phase=phase)
         self.slots.append(slot)
         self._touch(slot, key)
         return slot
@@ -261,37 +305,68 @@ class Demux:
 
     # ------------------------------------------------------------ rows
 
-    def _row(self, lineno: int, piece: Piece, m: re.Match[str] | None) -> None:
-        assert m is not None
+    def row_choices(self, piece: Piece, m: re.Match[str]) -> list[RowChoice]:
+        """The runs a size row may belong to, cheapest first (ties: the run that has
+        waited longest for a row); empty when no run has a table."""
         head = _RowHead.read(m)
         fits = [s for s in self._in(Phase.TABLE) if _fills(s, head) is not None]
         if not fits:
             # Rows after the summary lines of a test: a second table without header.
             fits = [s for s in self._in(Phase.SUMMARY) if s.run.rows and _fills(s, head)]
         fits = self._by_key(fits, piece.key)
-        forced = not fits
-        if forced:
+        extra = 0
+        if not fits:
             # No run asks for this row (every run has the size already, or it lies outside
-            # every header's range): keep it in the run it suits best, and where two runs
-            # could have it, say they are mixed up.
+            # every header's range): keep it in the run it suits best.
             tables = self._in(Phase.TABLE) or [s for s in self.slots if s.run.rows]
             fits = self._by_key(tables, piece.key)
-            if not fits:
-                return
-        top = max(_row_score(s, head) for s in fits)
-        best = _fresh([s for s in fits if _row_score(s, head) == top])
-        slot = min(best, key=lambda s: (s.row_touched, s.created))
-        if forced:
-            best = [slot, *(s for s in fits if s is not slot)]
+            extra = FORCED_COST
+        newest = max((s.created for s in fits), default=0)
+        index = {id(slot): i for i, slot in enumerate(self.slots)}
+        choices = [
+            (RowChoice(index[id(s)], _row_cost(s, head) + extra + _stale_cost(s, newest), head), s)
+            for s in fits
+        ]
+        choices.sort(key=lambda c: (c[0].cost, c[1].row_touched, c[1].created))
+        return [choice for choice, _ in choices]
+
+    def take_row(self, number: int, lineno: int, piece: Piece, choice: RowChoice) -> None:
+        """Give the row to the run `choice` names."""
+        self.piece = number
+        slot, head = self.slots[choice.slot], choice.head
+        fills = _fills(slot, head) or 0
         row = parse_row(piece.text.strip(), lineno, slot.run.columns, self.source)
         self._touch(slot, piece.key)
         slot.row_touched = slot.touched
         slot.run.rows.append(row)
-        slot.filled.setdefault((head.dtype, head.redop), set()).add(_fills(slot, head) or 0)
+        slot.filled.setdefault((head.dtype, head.redop), set()).add(fills)
         slot.phase = Phase.TABLE
-        if len(best) > 1:
-            others = tuple(s for s in best if s is not slot)
-            self.ties.append(_Tie(head.size, slot, others, self.clock))
+        self.cost += choice.cost
+        self.placed = Placed(number, slot.ident, row.size_bytes, replace(row, line=0), self.placed)
+
+    def signature(self) -> tuple[object, ...]:
+        """What the rest of the log is read against: two hypotheses with the same
+        signature place every later line alike (up to which run printed last)."""
+        return tuple(
+            (
+                s.ident,
+                s.phase,
+                s.using_devices,
+                tuple(sorted((series, tuple(sorted(sizes))) for series, sizes in s.filled.items())),
+                len(s.run.rows),
+                _last_shape(s.run),
+                s.run.out_of_bounds,
+                s.run.avg_busbw_gbps,
+                s.run.concluded,
+                s.run.binary,
+            )
+            for s in self.slots
+        )
+
+    def absorb(self, other: Demux) -> None:
+        """Take in a hypothesis as good as this one: the sizes where the two gave runs
+        rows that measured something else cannot be told apart."""
+        self.marks |= other.marks | _differences(self.placed, other.placed)
 
     # ------------------------------------------------------------ summary lines
 
@@ -469,20 +544,16 @@ class Demux:
         self.pending.clear()
 
     def _mark_ambiguous(self) -> None:
-        for tie in self.ties:
-            # A run that never printed again after the tie was not interleaved: it had
-            # stopped (killed mid-table) before the other one began.
-            went_on = [o for o in tie.others if o.touched > tie.clock]
-            if not went_on:
+        by_ident = {slot.ident: slot for slot in self.slots}
+        for ident, size, other in sorted(self.marks):
+            slot, peer = by_ident.get(ident), by_ident.get(other)
+            if slot is None or peer is None:
                 continue
-            for slot in (tie.chosen, *went_on):
-                run = slot.run
-                if tie.size not in run.ambiguous_sizes:
-                    run.ambiguous_sizes.append(tie.size)
-                for other in (tie.chosen, *went_on):
-                    start = other.run.start_line
-                    if other is not slot and start not in run.interleaved_with:
-                        run.interleaved_with.append(start)
+            run = slot.run
+            if size not in run.ambiguous_sizes:
+                run.ambiguous_sizes.append(size)
+            if peer.run.start_line not in run.interleaved_with:
+                run.interleaved_with.append(peer.run.start_line)
 
 
 def _affinity(run: NcclRun, dev: Device) -> int:
@@ -539,6 +610,56 @@ def _next_request(slot: _Slot, head: _RowHead) -> int | None:
     done = [i for i, size in enumerate(sizes) if size in filled]
     nxt = done[-1] + 1 if done else 0
     return sizes[nxt] if nxt < len(sizes) else None
+
+
+# What a row costs in a run: twice the evidence `_row_score` misses (so that one unit is
+# left for `_stale_cost`); a row no run asks for costs more than any row one asks for.
+_BEST_SCORE = 31
+FORCED_COST = 128
+
+
+def _row_cost(slot: _Slot, head: _RowHead) -> int:
+    return 2 * (_BEST_SCORE - _row_score(slot, head))
+
+
+def _stale_cost(slot: _Slot, newest: int) -> int:
+    """A run with a table that has been silent since another candidate began was more
+    likely killed (then rerun into the same file) than slow: the least sign, which
+    decides only what nothing else does."""
+    silent = slot.run.rows and slot.touched <= newest and slot.created != newest
+    return 1 if silent else 0
+
+
+def _last_shape(run: NcclRun) -> tuple[object, ...]:
+    """What later rows of a run are compared with (`_row_score`)."""
+    last = run.rows[-1] if run.rows else None
+    shape = (last.dtype, last.redop, last.size_bytes, last.count) if last else ()
+    return (*shape, *(round(f, 3) for f in _bus_factors(run)))
+
+
+def _differences(mine: Placed | None, theirs: Placed | None) -> frozenset[tuple[int, int, int]]:
+    """(run, size, other run) for each size where two chains of placed rows gave runs
+    rows that measured something else (the same row content in either run is no
+    difference: two copies of one recording interleaved)."""
+    rows: dict[tuple[int, int], tuple[list[SizeRow], list[SizeRow]]] = {}
+    while mine is not theirs:
+        if mine is not None and (theirs is None or mine.number >= theirs.number):
+            rows.setdefault((mine.run, mine.size), ([], []))[0].append(mine.content)
+            mine = mine.before
+        elif theirs is not None:
+            rows.setdefault((theirs.run, theirs.size), ([], []))[1].append(theirs.content)
+            theirs = theirs.before
+    differing: dict[int, set[int]] = {}
+    for (ident, size), (a, b) in rows.items():
+        if Counter(a) != Counter(b):
+            differing.setdefault(size, set()).add(ident)
+    return frozenset(
+        (ident, size, other)
+        for size, idents in differing.items()
+        for ident in idents
+        for other in idents
+        if other != ident
+    )
 
 
 # Collectives that print `none` in the redop column; the others print their reduction op.
@@ -604,10 +725,20 @@ def _complete(run: NcclRun) -> bool:
     return bool(sizes) and run.size_reached(sizes[-1]) is not None
 
 
-def demultiplex(lines: Iterable[str], source: str) -> NcclLog:
-    """Split the lines of a log into runs (see the module docstring)."""
-    demux = Demux(source)
-    for lineno, raw in enumerate(lines, start=1):
-        for piece in split_line(raw):
-            demux.feed(lineno, piece)
-    return demux.finish()
+_HANDLERS: dict[Kind, Callable[[Demux, int, Piece, re.Match[str] | None], None]] = {
+    Kind.VERSION: Demux._version,
+    Kind.STARTING: Demux._starting,
+    Kind.PARAMS: Demux._params,
+    Kind.USING_DEVICES: Demux._using_devices,
+    Kind.DEVICE: Demux._device,
+    Kind.REDUCING: Demux._reducing,
+    Kind.TABLE_HEADER: Demux._table_header,
+    Kind.OUT_OF_BOUNDS: Demux._out_of_bounds,
+    Kind.AVG: Demux._avg,
+    Kind.CONCLUDED: Demux._concluded,
+    Kind.ELISION: Demux._elision,
+    Kind.INFO: Demux._info,
+    Kind.WARN: Demux._warn,
+    Kind.NCCL_VERSION: Demux._nccl_version,
+    Kind.ERROR: Demux._error,
+}
