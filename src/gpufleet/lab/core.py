@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,8 @@ from gpufleet.lab import podman as pm
 from gpufleet.model import Cluster, Interface, Node, Subnet, load_cluster
 
 NODE_IMAGE = "localhost/gpufleet-node:bookworm"
+APT_CACHE_CONF = "00gpufleet-lab-apt-cache"
+APT_CACHE_PORT = 3142
 CONNECTION_FILE = Path("group_vars") / "all" / "lab-connection.yml"
 Say = Callable[[str], None]
 
@@ -258,6 +261,7 @@ def _create_node(lab: Lab, node: Node, say: Say) -> None:
     args = ["create", "--name", name, "--hostname", node.name, "--privileged",
             "--systemd=always", "--no-hosts", "--label", f"{pm.LABEL}={lab.name}",
             "--label", f"io.gpufleet.node={node.name}"]  # fmt: skip
+    args += _apt_cache_mounts()
     for netdev, iface in container_interfaces(node):
         opts = f"ip={iface.address},interface_name={netdev}"
         if iface.network == "frontend":
@@ -265,6 +269,27 @@ def _create_node(lab: Lab, node: Node, say: Say) -> None:
         args += ["--network", f"{lab.network(iface.network)}:{opts}"]
     pm.podman(*args, NODE_IMAGE)
     say(f"node {node.name}: container {name} created (powered off)")
+
+
+def _apt_cache_mounts() -> list[str]:
+    """Point the node's apt at the host's apt cache (scripts/bootstrap's apt-cacher-ng).
+
+    The hook falls back to the mirror when the cache does not answer. It is mounted
+    into lab containers (and molecule's, .config/molecule/config.yml), never written
+    by a role, so production nodes never carry it.
+    """
+    path = Path(str(resources.files("gpufleet.lab") / "aptcache"))
+    return ["--volume", f"{path}:/usr/local/lib/gpufleet-lab:ro",
+            "--volume", f"{path / APT_CACHE_CONF}:/etc/apt/apt.conf.d/{APT_CACHE_CONF}:ro"]  # fmt: skip
+
+
+def apt_cache_answers() -> bool:
+    """Whether the host's apt cache accepts connections (the nodes' hook probes the same)."""
+    try:
+        with socket.create_connection(("127.0.0.1", APT_CACHE_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -375,6 +400,9 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     pubkey = _ensure_key(lab, say)
+    if not apt_cache_answers():
+        say(f"warning: no apt cache on port {APT_CACHE_PORT} (scripts/bootstrap aptcache starts "
+            "apt-cacher-ng); the nodes download Debian packages from the mirror")  # fmt: skip
     _ensure_networks(lab, cluster.subnets, say)
     for node in cluster.nodes:
         _create_node(lab, node, say)
@@ -458,10 +486,12 @@ def down(site: str | Path, say: Say = print) -> None:
     if conn.exists():
         conn.unlink()
     if lab.state_dir.exists():
-        for child in sorted(lab.state_dir.iterdir()):
-            child.unlink()
-        lab.state_dir.rmdir()
-        say(f"removed {lab.state_dir}")
+        # The state directory holds the lab's Pulumi file backend too. Its stack
+        # describes containers that no longer exist, so it is reset (removed) rather
+        # than destroyed: a destroy would ask BMCs that are already gone to power
+        # off. The next `make lab` starts from an empty stack.
+        shutil.rmtree(lab.state_dir)
+        say(f"removed {lab.state_dir} (lab state and the lab stack's Pulumi state)")
 
 
 # --- pulumi up on the lab's stack ---------------------------------------------
