@@ -9,7 +9,9 @@ export PATH := $(CURDIR)/.venv/bin:$(GPUFLEET_CACHE)/pulumi/$(PULUMI_VERSION)/bi
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-PY_PATHS := $(wildcard src tests bench scripts/pulumi-language-python library stacks)
+# This checkout's code first, even when the venv was installed from another checkout.
+export PYTHONPATH := $(CURDIR)/src
+PY_PATHS := $(wildcard src tests bench scripts/pulumi-language-python scripts/test-tiers library plugins stacks)
 
 .PHONY: help bootstrap lab lab-down test lint unit integration molecule bench clean
 
@@ -32,7 +34,9 @@ lab: bootstrap
 lab-down:
 	gpufleet lab down
 
-test: bootstrap lint unit integration molecule
+# Each tier timed; the table is printed at the end and kept in .cache/test-times.json.
+test:
+	scripts/test-tiers bootstrap lint unit integration molecule
 
 lint:
 	ruff check $(PY_PATHS)
