@@ -207,6 +207,13 @@ def test_package_01_to_09_unwanted_packages_absent(host, package):
     assert not host.package(package).is_installed
 
 
+def test_seeded_unwanted_package_purged(host):
+    """prepare.yml installed inetutils-telnetd; the role purged it, configuration files too."""
+    state = host.run("dpkg-query --show --showformat='${db:Status-Abbrev}' inetutils-telnetd")
+    assert state.rc == 1 or state.stdout.startswith(("un", "pn")), state.stdout
+    assert not host.file("/usr/sbin/telnetd").exists
+
+
 def test_unattended_upgrades_security_only_and_gpu_stack_blacklisted(host):
     dump = host.check_output("apt-config dump Unattended-Upgrade")
     for pattern in (
