@@ -279,8 +279,8 @@ def _apt_cache_mounts() -> list[str]:
     by a role, so production nodes never carry it.
     """
     path = Path(str(resources.files("gpufleet.lab") / "aptcache"))
-    return ["--volume", f"{path}:/usr/local/lib/gpufleet-lab:ro",
-            "--volume", f"{path / APT_CACHE_CONF}:/etc/apt/apt.conf.d/{APT_CACHE_CONF}:ro"]  # fmt: skip
+    conf = f"{path / APT_CACHE_CONF}:/etc/apt/apt.conf.d/{APT_CACHE_CONF}:ro"
+    return ["--volume", f"{path}:/usr/local/lib/gpufleet-lab:ro", "--volume", conf]
 
 
 def apt_cache_answers() -> bool:
