@@ -29,9 +29,7 @@ def firewall_invalid(values: list[Any]) -> list[Any]:
 
 def firewall_host_bits(values: list[Any]) -> list[Any]:
     """The CIDR entries (with a '/') whose host bits are set, e.g. 10.0.0.1/24."""
-    return [
-        v for v in values if "/" in str(v) and _network(v) and _network(v, strict=True) is None
-    ]
+    return [v for v in values if "/" in str(v) and _network(v) and _network(v, strict=True) is None]
 
 
 def firewall_network(value: Any) -> str:
