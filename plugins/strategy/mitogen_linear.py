@@ -15,6 +15,8 @@ so every test tier keeps the plain strategy working too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ansible_mitogen.loaders
 import ansible_mitogen.strategy
 
@@ -22,4 +24,16 @@ _Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
 
 class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Base):  # type: ignore[misc,valid-type]
-    """Ansible's linear strategy with Mitogen's connection multiplexing."""
+    """Ansible's linear strategy with Mitogen's connection multiplexing.
+
+    Plays on the controller itself (``connection: local``) run with the plain linear
+    strategy: molecule's create and destroy playbooks wait on ``async`` tasks there, and
+    Mitogen 0.3 never finishes those (https://github.com/mitogen-hq/mitogen/issues/835;
+    seen here as "Wait for instance(s) creation to complete" retrying until it gives up).
+    Nothing is lost: Mitogen speeds up remote connections, not local ones.
+    """
+
+    def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
+        if iterator._play.connection in ("local", "ansible.builtin.local"):
+            return _Base.run(self, iterator, play_context, *args, **kwargs)
+        return super().run(iterator, play_context, *args, **kwargs)
