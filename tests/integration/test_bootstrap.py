@@ -45,6 +45,7 @@ def test_no_go_and_no_pulumi(tmp_path):
     result = _run("pulumi", env=env)
     assert result.returncode == 1
     assert "no Pulumi CLI v3." in result.stderr and "no Go toolchain" in result.stderr
+    assert "scripts/bootstrap go" in result.stderr
     assert "https://www.pulumi.com/docs/install/" in result.stderr
     assert not (tmp_path / "cache" / "pulumi").exists(), "nothing may be written"
 
@@ -83,3 +84,34 @@ def test_unknown_step():
     result = _run("frobnicate", env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
     assert result.returncode == 1
     assert "unknown step 'frobnicate'" in result.stderr
+
+
+def _pinned(name: str) -> str:
+    for line in BOOTSTRAP.read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1]
+    raise AssertionError(f"{name} not found in scripts/bootstrap")
+
+
+@pytest.mark.system
+def test_go_step_on_stock_debian_12_gets_the_pinned_toolchain(podman):
+    """Debian 12 ships Go 1.19, too old to build the Pulumi CLI. In a stock Debian 12
+    container (the node image: no Go at all), `scripts/bootstrap go` installs Debian's Go
+    from bookworm-backports and gets the pinned toolchain from the Go module proxy."""
+    toolchain = _pinned("GO_TOOLCHAIN")
+    hook = REPO / "src/gpufleet/lab/aptcache"
+    conf = "00gpufleet-lab-apt-cache"
+    script = (
+        "set -e; ! command -v go; bash /repo/scripts/bootstrap go; "
+        f"GOTOOLCHAIN={toolchain} /usr/lib/go-1.23/bin/go version"
+    )
+    result = subprocess.run(
+        [podman, "run", "--rm", "--volume", f"{REPO}:/repo:ro",
+         "--volume", f"{hook}:/usr/local/lib/gpufleet-lab:ro",
+         "--volume", f"{hook / conf}:/etc/apt/apt.conf.d/{conf}:ro",
+         "localhost/gpufleet-node:bookworm", "bash", "-c", script],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert f"go: {toolchain} (GOTOOLCHAIN through /usr/lib/go-1.23/bin/go)" in result.stdout
+    assert f"go version {toolchain} linux/" in result.stdout

@@ -71,8 +71,11 @@ def lab_site(tmp_path_factory, podman):
     env = {**os.environ, "GPUFLEET_LAB_BMC_PASSWORD": PASSWORD,
            "GPUFLEET_LAB_STATE": str(tmp / "state")}  # fmt: skip
     before = _podman_lists()
-    up = _gpufleet("lab", "up", "--site", str(site), env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
+    # The sequence of `make lab`: nodes created powered off, `pulumi up` powers them on
+    # through their BMCs (a stack of this site's own in the lab state), then install.
+    for step in (("up", "--no-power-on"), ("pulumi-up",), ("up",)):
+        run = _gpufleet("lab", *step, "--site", str(site), env=env)
+        assert run.returncode == 0, f"lab {' '.join(step)}: " + run.stdout[-3000:] + run.stderr
     os.environ["GPUFLEET_LAB_STATE"] = env["GPUFLEET_LAB_STATE"]
     yield site, env, port, before
     down = _gpufleet("lab", "down", "--site", str(site), env=env)
@@ -219,3 +222,16 @@ def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
         assert "mlx5_0 port 1 ==> ibp24s0 (Up)" in netdevs
         unknown = core.ssh(lab, user, address, "nvidia-smi", "--query-gpu=name")
         assert unknown.returncode == 2 and "no recording" in unknown.stderr
+
+
+def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):
+    """`lab down` after `up --no-power-on`, `pulumi-up`, `up` (what `make lab` runs): exit 0,
+    podman as before, and no state left, the lab stack's Pulumi state included (reset, so the
+    next `make lab` starts from an empty stack). Last in this file: it takes the lab down."""
+    site, env, _, before = lab_site
+    state = Path(env["GPUFLEET_LAB_STATE"]) / "labtest"
+    assert (state / "pulumi").is_dir(), "pulumi-up kept no state: the sequence did not run"
+    down = _gpufleet("lab", "down", "--site", str(site), env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _podman_lists() == before
+    assert not state.exists()

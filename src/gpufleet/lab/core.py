@@ -524,14 +524,49 @@ def repo_root() -> Path:
 LAB_PASSPHRASE = "gpufleet-lab"
 
 
+# Stack settings of a lab site without its own stacks/cluster/Pulumi.<site>.yaml (a test
+# lab, a second lab): those of the committed lab stack, Pulumi.lab.yaml.
+LAB_STACK_CONFIG = {
+    "bootTarget": "Pxe",
+    "bootEnabled": "Once",
+    "powerState": "On",
+    "powerTimeout": "120",
+    "powerPollInterval": "1",
+    "bmcTimeout": "10",
+}
+
+
+def _private_stack(lab: Lab, stack_dir: Path) -> Path:
+    """A copy of the stack project in the lab's state directory, with this site's config.
+
+    `pulumi stack init` writes the stack's config file (with its encryption salt) next to
+    Pulumi.yaml; for a site that has none committed, that file and the project copy live in
+    the lab's state directory, so `lab down` removes them with the state.
+    """
+    private = lab.state_dir / "stack"
+    private.mkdir(parents=True, exist_ok=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy2(stack_dir / name, private / name)
+    config_file = private / f"Pulumi.{lab.site}.yaml"
+    salt = ""
+    if config_file.exists():
+        salt = next((ln for ln in config_file.read_text().splitlines()
+                     if ln.startswith("encryptionsalt:")), "")  # fmt: skip
+    values = {"spec": str(lab.site_dir.resolve()), "ansibleRoot": str(stack_dir.parents[1]),
+              **LAB_STACK_CONFIG}  # fmt: skip
+    settings = [f"  gpufleet-cluster:{key}: {json.dumps(value)}" for key, value in values.items()]
+    header = "# Written by `gpufleet lab pulumi-up` for this lab site (removed by `lab down`)."
+    lines = [header, "config:", *settings]
+    config_file.write_text("\n".join([*lines, salt]).rstrip("\n") + "\n")
+    return private
+
+
 def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
     """`pulumi up` of stacks/cluster on stack <site>: BMC power, boot, inventory as state."""
     lab, _ = open_lab(site)
     stack_dir = repo_root() / "stacks" / "cluster"
     if not (stack_dir / f"Pulumi.{lab.site}.yaml").exists():
-        raise UserError(
-            f"no stack config stacks/cluster/Pulumi.{lab.site}.yaml for site {lab.site}"
-        )
+        stack_dir = _private_stack(lab, stack_dir)
     backend = lab.state_dir / "pulumi"
     backend.mkdir(parents=True, exist_ok=True)
     env = {
