@@ -536,13 +536,14 @@ LAB_STACK_CONFIG = {
 }
 
 
-def _private_stack(lab: Lab, stack_dir: Path) -> Path:
+def _private_stack(lab: Lab, repo: Path) -> Path:
     """A copy of the stack project in the lab's state directory, with this site's config.
 
     `pulumi stack init` writes the stack's config file (with its encryption salt) next to
     Pulumi.yaml; for a site that has none committed, that file and the project copy live in
     the lab's state directory, so `lab down` removes them with the state.
     """
+    stack_dir = repo / "stacks" / "cluster"
     private = lab.state_dir / "stack"
     private.mkdir(parents=True, exist_ok=True)
     for name in ("Pulumi.yaml", "__main__.py"):
@@ -552,7 +553,7 @@ def _private_stack(lab: Lab, stack_dir: Path) -> Path:
     if config_file.exists():
         salt = next((ln for ln in config_file.read_text().splitlines()
                      if ln.startswith("encryptionsalt:")), "")  # fmt: skip
-    values = {"spec": str(lab.site_dir.resolve()), "ansibleRoot": str(stack_dir.parents[1]),
+    values = {"spec": str(lab.site_dir.resolve()), "ansibleRoot": str(repo),
               **LAB_STACK_CONFIG}  # fmt: skip
     settings = [f"  gpufleet-cluster:{key}: {json.dumps(value)}" for key, value in values.items()]
     header = "# Written by `gpufleet lab pulumi-up` for this lab site (removed by `lab down`)."
@@ -564,9 +565,10 @@ def _private_stack(lab: Lab, stack_dir: Path) -> Path:
 def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
     """`pulumi up` of stacks/cluster on stack <site>: BMC power, boot, inventory as state."""
     lab, _ = open_lab(site)
-    stack_dir = repo_root() / "stacks" / "cluster"
+    repo = repo_root()
+    stack_dir = repo / "stacks" / "cluster"
     if not (stack_dir / f"Pulumi.{lab.site}.yaml").exists():
-        stack_dir = _private_stack(lab, stack_dir)
+        stack_dir = _private_stack(lab, repo)
     backend = lab.state_dir / "pulumi"
     backend.mkdir(parents=True, exist_ok=True)
     env = {
