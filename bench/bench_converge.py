@@ -8,9 +8,10 @@ from ansible.cfg, and Ansible's plain `linear`) it runs the idempotent `site.yml
 --runs times, side by side in one run of this script, and prints the wall time,
 the host-tasks run (ok + skipped, from the play recap), milliseconds per host-task
 and the changed count (which must be 0 on a converged lab). `--profile` adds the ten
-slowest tasks of each strategy (ansible.posix.profile_tasks). `--fresh` first
-recreates the lab's nodes (`gpufleet lab down`, `gpufleet lab up`: new containers,
-the apt cache warm on the host) and times the first converge on them.
+slowest tasks of each strategy (ansible.posix.profile_tasks). `--fresh STRATEGY`
+(repeatable) first recreates the lab's nodes (`gpufleet lab down`, `gpufleet lab up`:
+new containers, the apt cache warm on the host) and times the first converge on them
+and the second (which must change nothing) with that strategy.
 
 Figures are for the notes; nothing here is enforced.
 """
@@ -87,7 +88,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--site", type=Path, default=Path("inventories/lab"))
     ap.add_argument("--runs", type=int, default=1, help="idempotent runs per strategy")
-    ap.add_argument("--fresh", action="store_true", help="also time a first converge on new nodes")
+    ap.add_argument(
+        "--fresh",
+        action="append",
+        default=[],
+        choices=["default", "linear"],
+        help="first converge on new nodes with this strategy (repeatable)",
+    )
     ap.add_argument("--profile", action="store_true", help="the ten slowest tasks per strategy")
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args()
@@ -96,10 +103,11 @@ def main() -> int:
         raise SystemExit(f"no running lab for {args.site}: run `make lab` first")
 
     runs: list[Run] = []
-    if args.fresh:
+    for strategy in args.fresh:
         _gpufleet("lab", "down", "--site", str(site))
         _gpufleet("lab", "up", "--site", str(site))
-        runs.append(converge(site, "default", "first converge, fresh nodes", args.profile))
+        runs.append(converge(site, strategy, "first converge, fresh nodes", args.profile))
+        runs.append(converge(site, strategy, "second converge", args.profile))
     for _ in range(args.runs):
         for strategy in ("default", "linear"):
             runs.append(converge(site, strategy, "idempotent", args.profile))
