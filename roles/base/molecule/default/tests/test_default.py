@@ -4,7 +4,7 @@ import pytest
 
 HOST = "gpufleet-mol-base-default"
 # The inventory also names two peers that exist only as /etc/hosts entries.
-testinfra_hosts = [f"ansible://{HOST}"]
+testinfra_hosts = [f"podman://{HOST}"]
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@ NODE_ADDRESS = "198.19.232.10"
 
 
 def _get(request, name):
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=request.config.option.ansible_inventory
-    )
+    return testinfra.get_host(f"podman://{name}")
 
 
 @pytest.fixture(scope="module")

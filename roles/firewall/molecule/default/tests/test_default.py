@@ -11,7 +11,7 @@ import pytest
 
 HOST = "gpufleet-mol-firewall-default"
 NODE = "198.19.232.10"
-testinfra_hosts = [f"ansible://{HOST}"]
+testinfra_hosts = [f"podman://{HOST}"]
 
 SCANNER = base64.b64encode((Path(__file__).parent / "scan.py").read_bytes()).decode()
 

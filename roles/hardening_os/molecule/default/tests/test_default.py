@@ -12,7 +12,7 @@ import re
 import pytest
 
 HOST = "gpufleet-mol-hardening_os-default"
-testinfra_hosts = [f"ansible://{HOST}"]
+testinfra_hosts = [f"podman://{HOST}"]
 
 LYNIS_TARGET = 80
 LYNIS_MIN_GAIN = 20

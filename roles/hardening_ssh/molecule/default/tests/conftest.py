@@ -16,9 +16,7 @@ NODE_ADDRESS = "198.19.231.10"
 
 @pytest.fixture(scope="module")
 def client(request):
-    return testinfra.get_host(
-        f"ansible://{CLIENT}", ansible_inventory=request.config.option.ansible_inventory
-    )
+    return testinfra.get_host(f"podman://{CLIENT}")
 
 
 @pytest.fixture(scope="module")

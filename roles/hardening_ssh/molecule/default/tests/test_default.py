@@ -9,7 +9,7 @@ import pytest
 
 HOST = "gpufleet-mol-hardening_ssh-default"
 NODE = "198.19.231.10"
-testinfra_hosts = [f"ansible://{HOST}"]
+testinfra_hosts = [f"podman://{HOST}"]
 
 SSH = (
     "ssh -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=accept-new "

@@ -4,7 +4,7 @@ import pytest
 
 HEALTHY = "gpufleet-mol-nvidia_driver-replay-healthy"
 UNHEALTHY = "gpufleet-mol-nvidia_driver-replay-unhealthy"
-testinfra_hosts = [f"ansible://{HEALTHY}", f"ansible://{UNHEALTHY}"]
+testinfra_hosts = [f"podman://{HEALTHY}", f"podman://{UNHEALTHY}"]
 RESULT = "/var/tmp/gpufleet-validate.result"
 
 
