@@ -12,6 +12,8 @@ import pytest
 HOST = "gpufleet-mol-firewall-default"
 NODE = "198.19.232.10"
 testinfra_hosts = [f"podman://{HOST}"]
+# Shown under a failed test (tests/molecule/gpufleet_testinfra.py).
+ON_FAILURE = ["journalctl -u nftables --no-pager -n 40"]
 
 SCANNER = base64.b64encode((Path(__file__).parent / "scan.py").read_bytes()).decode()
 

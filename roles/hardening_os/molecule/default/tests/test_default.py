@@ -13,6 +13,8 @@ import pytest
 
 HOST = "gpufleet-mol-hardening_os-default"
 testinfra_hosts = [f"podman://{HOST}"]
+# Shown under a failed test (tests/molecule/gpufleet_testinfra.py).
+ON_FAILURE = ["journalctl -u chrony -u ssh --no-pager -n 40"]
 
 LYNIS_TARGET = 80
 LYNIS_MIN_GAIN = 20

@@ -10,6 +10,8 @@ import pytest
 HOST = "gpufleet-mol-hardening_ssh-default"
 NODE = "198.19.231.10"
 testinfra_hosts = [f"podman://{HOST}"]
+# Shown under a failed test (tests/molecule/gpufleet_testinfra.py).
+ON_FAILURE = ["journalctl -u ssh --no-pager -n 40"]
 
 SSH = (
     "ssh -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=accept-new "
