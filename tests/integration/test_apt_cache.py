@@ -16,6 +16,7 @@ and are converged with the real `base` role (it installs chrony) over podman:
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,9 +53,16 @@ CONVERGE = """\
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    """A free port below 32768: apt-cacher-ng 3.7 cannot bind a higher one ("Error resolving
+    address for binding"), and the kernel's ephemeral ports start at 32768."""
+    for port in random.sample(range(20000, 32768), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32767")
 
 
 def _answers(port: int) -> bool:
