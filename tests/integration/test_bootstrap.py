@@ -105,10 +105,20 @@ def test_go_step_on_stock_debian_12_gets_the_pinned_toolchain(podman):
         "set -e; ! command -v go; bash /repo/scripts/bootstrap go; "
         f"GOTOOLCHAIN={toolchain} /usr/lib/go-1.23/bin/go version"
     )
+    # The container trusts what this machine trusts and uses its proxy settings, as a Debian
+    # 12 machine on this network would (a TLS-inspecting egress proxy signs with its own CA).
+    bundle = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+    network: list[str] = []
+    if bundle.is_file():
+        network += ["--volume", f"{bundle}:/run/gpufleet-host-ca.crt:ro",
+                    "--env", "SSL_CERT_FILE=/run/gpufleet-host-ca.crt"]  # fmt: skip
+    for name in ("GOPROXY", "GOSUMDB", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        if name in os.environ:
+            network += ["--env", f"{name}={os.environ[name]}"]
     result = subprocess.run(
         [podman, "run", "--rm", "--volume", f"{REPO}:/repo:ro",
          "--volume", f"{hook}:/usr/local/lib/gpufleet-lab:ro",
-         "--volume", f"{hook / conf}:/etc/apt/apt.conf.d/{conf}:ro",
+         "--volume", f"{hook / conf}:/etc/apt/apt.conf.d/{conf}:ro", *network,
          "localhost/gpufleet-node:bookworm", "bash", "-c", script],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

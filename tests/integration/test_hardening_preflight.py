@@ -32,6 +32,18 @@ CONSTRUCTED_NODE_VARS = {
     "gpufleet_networks": {"frontend": {"cidr": "198.18.1.0/24"}},
     "gpufleet_interfaces": {"frontend": {"address": "198.18.1.31", "prefix": 24}},
     "gpufleet_fabric_rails": [],
+    # The host facts the inventory derives from the profile (gpufleet.inventory), which the
+    # playbooks read instead of computing them.
+    "gpufleet_has_gpus": False,
+    "gpufleet_gpu_count": 0,
+    "gpufleet_container": True,
+    "gpufleet_hardware_checks": False,
+    "gpufleet_nvswitch": False,
+    "gpufleet_fabric_manager": False,
+    "gpufleet_fabric_type": None,
+    "gpufleet_rdma": False,
+    "gpufleet_fabric_interfaces": [],
+    "gpufleet_fabric_leaves": [],
 }
 
 
