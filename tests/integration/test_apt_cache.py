@@ -132,6 +132,9 @@ def hook(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> Path:
     for f in HOOK.iterdir():
         shutil.copy2(f, d / f.name)
     (d / "apt-cache-port").write_text(f"{cache.port}\n")
+    # pytest makes its directories 0700; apt runs the hook as _apt, which must read them.
+    d.chmod(0o755)
+    (d / "apt-cache-port").chmod(0o644)
     return d
 
 
@@ -139,7 +142,7 @@ def _converge(podman: str, hook: Path, name: str, tmp: Path) -> subprocess.Compl
     """A fresh node from the node image, converged with the base role, then removed."""
     conf = "00gpufleet-lab-apt-cache"
     subprocess.run(
-        [podman, "run", "-d", "--name", name, "--privileged", "--systemd=always",
+        [podman, "run", "-d", "--name", name, "--privileged", "--systemd=always", "--no-hosts",
          "--volume", f"{hook}:/usr/local/lib/gpufleet-lab:ro",
          "--volume", f"{hook / conf}:/etc/apt/apt.conf.d/{conf}:ro",
          NODE_IMAGE, "/sbin/init"],
