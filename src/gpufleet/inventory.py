@@ -26,7 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gpufleet.bulk import bulk
 from gpufleet.model import Cluster, Interface, Node, RailInterface
+from gpufleet.model.addressing import ip_text
 from gpufleet.spec.models import ROLES
 
 HOSTS_FILE = "hosts.yml"
@@ -115,15 +117,10 @@ def _dump(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _iface(i: Interface) -> dict[str, Any]:
-    return {"address": str(i.address), "prefix": i.cidr.prefixlen, "hostname": i.hostname}
-
-
 def _host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
-    interfaces = {i.network: _iface(i) for i in node.interfaces if not isinstance(i, RailInterface)}
-    rails = [{"rail": r.rail, **_iface(r)} for r in node.rails]
+    """A host's own variables; its interfaces follow them (`_interfaces_text`)."""
     return {
-        "ansible_host": str(node.frontend.address),
+        "ansible_host": ip_text(node.frontend.address),
         "gpufleet_fqdn": node.frontend.hostname,
         "gpufleet_role": node.role,
         "gpufleet_index": node.index,
@@ -132,15 +129,42 @@ def _host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         "gpufleet_rack_position": node.position,
         "gpufleet_boot_mac": node.boot_mac,
         "gpufleet_bmc": {
-            "address": str(node.oob.address),
+            "address": ip_text(node.oob.address),
             "url": node.bmc.url,
             "username": node.bmc.username,
             "password_ref": node.bmc.password.as_dict(),
             "verify_tls": node.bmc.verify_tls,
         },
-        "gpufleet_interfaces": interfaces,
-        "gpufleet_fabric_rails": rails,
     }
+
+
+def _interfaces_text(node: Node, indent: int) -> str:
+    """`gpufleet_interfaces` (by network) and `gpufleet_fabric_rails` (in rail order),
+    written straight from the model: the text `_emit` gives for the same dicts
+    (address, prefix, hostname; `rail` first in a rail), for 45,000 interfaces
+    in a fraction of its time."""
+    pad = " " * indent
+    inner = pad + "    "
+    out = [f"{pad}gpufleet_interfaces:\n"]
+    for i in node.interfaces:
+        if not isinstance(i, RailInterface):
+            out.append(f"{pad}  {_key(i.network)}:\n")
+            out.append(_address_lines(inner, i))
+    if not node.rails:
+        out.append(f"{pad}gpufleet_fabric_rails: []\n")
+        return "".join(out)
+    out.append(f"{pad}gpufleet_fabric_rails:\n")
+    for r in node.rails:
+        out.append(f"{pad}  - rail: {r.rail}\n")
+        out.append(_address_lines(inner, r))
+    return "".join(out)
+
+
+def _address_lines(pad: str, i: Interface) -> str:
+    return (
+        f'{pad}address: "{ip_text(i.address)}"\n{pad}prefix: {i.cidr.prefixlen}\n'
+        f"{pad}hostname: {_scalar(i.hostname)}\n"
+    )
 
 
 def derived_facts(cluster: Cluster, node: Node) -> dict[str, Any]:
@@ -185,6 +209,7 @@ def render_hosts(cluster: Cluster) -> str:
         for node in nodes:
             out.append(f"        {_key(node.name)}:\n")
             _emit(_host_vars(cluster, node), 10, out)
+            out.append(_interfaces_text(node, 10))
             facts = derived_facts(cluster, node)
             key = tuple(tuple(v) if type(v) is list else v for v in facts.values())
             text = facts_text.get(key)
@@ -245,6 +270,7 @@ def render_group_vars(cluster: Cluster) -> str:
     return _header(cluster, "Site-wide variables") + _dump(data)
 
 
+@bulk
 def render_inventory(cluster: Cluster) -> dict[str, str]:
     """Relative path -> file text of the whole generated inventory. Pure, byte-stable."""
     return {

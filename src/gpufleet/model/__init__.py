@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gpufleet.bulk import bulk
 from gpufleet.errors import Problem, UserError
 from gpufleet.model.build import build_cluster
 from gpufleet.model.types import (
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 
+@bulk
 def load_cluster(site: str | Path) -> Cluster:
     """Read, validate and resolve a site (a site directory, a site name or a cluster.yaml).
 
@@ -64,6 +66,7 @@ def load_cluster(site: str | Path) -> Cluster:
     return cluster_from_data(read_spec_data(file), str(file), spec_file=file)
 
 
+@bulk
 def cluster_from_data(data: Any, source: str = "", spec_file: Path | None = None) -> Cluster:
     """The Cluster of parsed YAML data, or UserError with every problem (schema first)."""
     spec = parse_spec(data, source)

@@ -27,11 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
+from socket import inet_ntoa
 from typing import NamedTuple
 
 from gpufleet.errors import Problem
 from gpufleet.spec.models import ClusterSpec, Node, Profile, node_index
 from gpufleet.spec.networks import network_defs, pool_bounds
+
+
+def ip_text(ip: int | IPv4Address) -> str:
+    """Dotted text of an address: what str(IPv4Address) gives, in a third of its time
+    (the plan and the inventory of a 4,096-node site print 45,000 addresses)."""
+    return inet_ntoa(int(ip).to_bytes(4, "big"))
 
 
 def hostname(node: str, network: str, domain: str) -> str:
@@ -93,8 +100,15 @@ def assign(
     problems: list[Problem] = []
     defs = {d.key: d for d in network_defs(spec)}
     bounds = {k: pool_bounds(d.cidr, d.pools) for k, d in defs.items()}
-    bases = {k: int(d.cidr.network_address) for k, d in defs.items()}
+    # Hot loop (45,000 interfaces at 4,096 GPU nodes): per network, the host-name
+    # suffix and, per role, (first address as an integer, pool start, pool end).
     domain = spec.site.domain
+    suffix = {k: hostname("", k, domain) for k in defs}
+    cidrs = {k: d.cidr for k, d in defs.items()}
+    spans = {
+        k: {role: (int(d.cidr.network_address), lo, hi) for role, (lo, hi) in bounds[k].items()}
+        for k, d in defs.items()
+    }
     out: dict[int, list[Slot]] = {}
     oob = spec.networks.oob.cidr
     reported: set[tuple[str, str]] = set()  # one exhaustion line per node and pool set
@@ -137,10 +151,11 @@ def assign(
                 pins["oob"] = (url_ip, f"{base}.bmc.url")
 
         slots: list[Slot] = []
+        append = slots.append
         for key in on:
-            d = defs[key]
-            name = hostname(node.name, key, domain)
-            if key in pins:
+            name = node.name + suffix[key]
+            if pins and key in pins:
+                d = defs[key]
                 addr, path = pins[key]
                 if addr not in d.cidr:
                     problems.append(
@@ -162,9 +177,10 @@ def assign(
                     continue
                 slots.append(Slot(node.name, key, addr, d.cidr, name, True, path, int(addr)))
                 continue
-            start, end = bounds[key][node.role]
+            base_ip, start, end = spans[key][node.role]
             offset = start + index
             if offset >= end:
+                d = defs[key]
                 if (index_path, d.pools_path) in reported:
                     continue
                 reported.add((index_path, d.pools_path))
@@ -180,7 +196,7 @@ def assign(
                     )
                 )
                 continue
-            ip = bases[key] + offset
-            slots.append(Slot(node.name, key, IPv4Address(ip), d.cidr, name, False, index_path, ip))
+            ip = base_ip + offset
+            append(Slot(node.name, key, IPv4Address(ip), cidrs[key], name, False, index_path, ip))
         out[i] = slots
     return out, problems

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpufleet.bulk import bulk
 from gpufleet.model import Cluster
+from gpufleet.model.addressing import ip_text
 
 __all__ = ["plan_dict", "plan_tables"]
 
 
+@bulk
 def plan_dict(cluster: Cluster, network: str | None = None) -> dict[str, Any]:
     """The plan as plain data; with `network`, only that subnet and those interfaces."""
     return {
@@ -48,7 +51,7 @@ def plan_dict(cluster: Cluster, network: str | None = None) -> dict[str, Any]:
                 "profile": n.profile_name,
                 "interfaces": {
                     i.network: {
-                        "address": str(i.address),
+                        "address": ip_text(i.address),
                         "prefix": i.cidr.prefixlen,
                         "hostname": i.hostname,
                         "pinned": i.pinned,
@@ -66,6 +69,7 @@ _COLUMNS = ("address", "hostname", "node", "role", "source")
 Row = tuple[str, str, str, str, str]
 
 
+@bulk
 def plan_tables(cluster: Cluster, network: str | None = None) -> str:
     """One aligned text table per network (all of them, or `network`).
 
@@ -73,34 +77,34 @@ def plan_tables(cluster: Cluster, network: str | None = None) -> str:
     interfaces, and a table widget that measures every cell twice took 44 s
     for them (issue 21, item 14); this takes well under a second.
     """
-    rows_by_net: dict[str, list[tuple[int, Row]]] = {s.name: [] for s in cluster.subnets}
+    rows_by_net: dict[str, list[tuple[int, str, str, str, str]]] = {
+        s.name: [] for s in cluster.subnets
+    }
     for node in cluster.nodes:
+        name, role, by_index = node.name, node.role, f"index {node.index}"
         for iface in node.interfaces:
             bucket = rows_by_net.get(iface.network)
-            if bucket is None:
-                continue
-            source = "pin" if iface.pinned else f"index {node.index}"
-            bucket.append(
-                (
-                    int(iface.address),
-                    (str(iface.address), iface.hostname, node.name, node.role, source),
-                )
-            )
+            if bucket is not None:
+                source = "pin" if iface.pinned else by_index
+                bucket.append((int(iface.address), iface.hostname, name, role, source))
     out: list[str] = []
     for subnet in cluster.subnets:
         if network is not None and subnet.name != network:
             continue
-        rows: list[Row] = [r for _, r in sorted(rows_by_net[subnet.name], key=lambda kr: kr[0])]
+        # Sorted by the address as a number; its text made once, after the sort.
+        rows: list[Row] = [
+            (ip_text(ip), host, node, role, source)
+            for ip, host, node, role, source in sorted(rows_by_net[subnet.name])
+        ]
         if subnet.name == "frontend":
             vips = [(str(v.address), v.hostname, "-", "vip", "spec") for v in cluster.vips]
             rows = vips + rows
         gw = f", gateway {subnet.gateway}" if subnet.gateway else ""
         out.append(f"{subnet.name} {subnet.cidr} (MTU {subnet.mtu}{gw}): {len(rows)} addresses\n")
-        widths = [len(c) for c in _COLUMNS]
-        for row in rows:
-            for k, cell in enumerate(row):
-                if len(cell) > widths[k]:
-                    widths[k] = len(cell)
+        columns = list(zip(*rows, strict=True)) or [()] * len(_COLUMNS)
+        widths = [
+            max(len(title), *map(len, col)) for title, col in zip(_COLUMNS, columns, strict=True)
+        ]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}\n"
         out.append(fmt.format(*_COLUMNS))
         out.append(fmt.format(*("-" * w for w in widths)))
