@@ -6,6 +6,7 @@ import json
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gpufleet.model import cluster_from_data, load_cluster
@@ -77,3 +78,24 @@ def test_plan_table_of_one_network() -> None:
     text = plan_tables(cluster, "rail1")
     assert text.startswith("rail1 198.18.11.0/24 (MTU 1500): 7 addresses\n")
     assert text.count("\n\n") == 1
+
+
+def test_cli_plan_json_is_the_plan_one_node_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import gpufleet.cli
+
+    site = ROOT / "inventories/example-ib"
+    assert gpufleet.cli.main(["plan", "--json", str(site)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == json.loads(json.dumps(plan_dict(load_cluster(site))))
+    nodes = load_cluster(site).nodes
+    node_lines = out.splitlines()[-(len(nodes) + 2) : -2]  # the last list: one line per node
+    assert [json.loads(line.rstrip(","))["name"] for line in node_lines] == [n.name for n in nodes]
+    net = json.loads(_run_network(capsys, site, "rail3"))
+    assert [s["name"] for s in net["subnets"]] == ["rail3"]
+
+
+def _run_network(capsys: pytest.CaptureFixture[str], site: Path, network: str) -> str:
+    import gpufleet.cli
+
+    assert gpufleet.cli.main(["plan", "--json", "--network", network, str(site)]) == 0
+    return capsys.readouterr().out
