@@ -7,14 +7,13 @@ systems have no Bios link. This launcher adds, to the same fake driver:
   /BIOS/Settings shows current + staged, and the next power-on applies them
   (as a real BMC applies them at the next boot),
 - a BIOS version (CONSTRUCTED_BIOS_VERSION).
-Everything else (routing, JSON, actions) is sushy-tools itself.
-Run exactly like `sushy-emulator`: `python redfish_bios_emulator.py --fake --config ...`.
+Everything else (routing, JSON, actions) is sushy-tools itself. Imported by
+redfish_emulator.py (the tests' launcher) when GPUFLEET_EMU_BIOS=1.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import flask
@@ -86,6 +85,3 @@ def _bios_settings(identity: str) -> Any:
 
 
 main.app.view_functions["bios_settings"] = _bios_settings
-
-if __name__ == "__main__":
-    sys.exit(main.main())

@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -28,7 +31,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-VENV_BIN = REPO / ".venv" / "bin"
 _NAMESPACE = uuid.UUID("0b6c8f2e-5d0a-4a53-9a43-0f3a3f7b9d21")
 
 
@@ -55,11 +57,13 @@ class SushyEmulator:
         *,
         power_state: str = "Off",
         bios: bool = False,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.names = list(names)
         self.power_state = power_state
         self.bios = bios
+        self.credentials = credentials  # HTTP basic auth as on a real BMC (None: open)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -84,28 +88,47 @@ class SushyEmulator:
         state = self.workdir / "state"
         state.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "emulator.conf"
-        cfg.write_text(
+        text = (
             f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}\n"
             f"SUSHY_EMULATOR_STATE_DIR = {str(state)!r}\n"
             "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
         )
+        if self.credentials is not None:
+            self.set_password(*self.credentials)
+            text += f"SUSHY_EMULATOR_AUTH_FILE = {str(self.auth_file)!r}\n"
+        cfg.write_text(text)
         return cfg
+
+    @property
+    def auth_file(self) -> Path:
+        return self.workdir / "htpasswd"
+
+    def set_password(self, user: str, password: str) -> None:
+        """(Re)write the BMC's only account, bcrypt-hashed; read by the emulator per request."""
+        import bcrypt
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        self.auth_file.write_text(f"{user}:{hashed}\n")
+        self.credentials = (user, password)
 
     def start(self, timeout: float = 30.0) -> SushyEmulator:
         cfg = self._config()
         log = open(self.workdir / "emulator.log", "wb")  # noqa: SIM115 - lives with the process
-        if self.bios:
-            cmd = [sys.executable, str(HERE / "redfish_bios_emulator.py")]
-        else:
-            cmd = [str(VENV_BIN / "sushy-emulator")]
+        cmd = [sys.executable, str(HERE / "redfish_emulator.py")]
         cmd += ["--fake", "--config", str(cfg), "-i", "127.0.0.1", "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "GPUFLEET_EMU_BOOT_STATE": str(self.workdir / "boot-override.json"),
+            "GPUFLEET_EMU_BIOS": "1" if self.bios else "0",
+        }
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sushy-emulator exited: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/redfish/v1/Systems", timeout=2):
+                with urllib.request.urlopen(f"{self.base_url}/redfish/v1/", timeout=2):
                     return self
             except OSError:
                 time.sleep(0.2)
@@ -126,14 +149,31 @@ class SushyEmulator:
                 self.proc.wait()
         self.proc = None
 
-    def get(self, path: str) -> dict:
-        import json
+    def _request(self, path: str, method: str = "GET", body: dict | None = None) -> bytes:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.credentials is not None:
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=10) as rsp:
+            return bytes(rsp.read())
 
-        with urllib.request.urlopen(f"{self.base_url}{path}", timeout=10) as rsp:
-            return json.loads(rsp.read())
+    def get(self, path: str) -> dict:
+        return dict(json.loads(self._request(path)))
 
     def system(self, name: str) -> dict:
         return self.get(f"/redfish/v1/Systems/{system_uuid(name)}")
+
+    def set_boot(self, name: str, **boot: str) -> None:
+        """PATCH the boot override by hand, as an operator would at the BMC."""
+        path = f"/redfish/v1/Systems/{system_uuid(name)}"
+        fields = {f"BootSourceOverride{k}": v for k, v in boot.items()}
+        self._request(path, "PATCH", {"Boot": fields})
+
+    def reset(self, name: str, kind: str) -> None:
+        path = f"/redfish/v1/Systems/{system_uuid(name)}/Actions/ComputerSystem.Reset"
+        self._request(path, "POST", {"ResetType": kind})
 
 
 class _FailingHandler(http.server.BaseHTTPRequestHandler):
@@ -227,11 +267,16 @@ def site_node_names(count: int) -> list[str]:
     return ["head1", "lb1", "lb2"] + [f"gpu{i}" for i in range(1, count - 2)]
 
 
-def write_site(site_dir: Path, emu: SushyEmulator, *, site: str = "emu") -> Path:
-    """A valid cluster.yaml whose BMCs are the emulator's systems (lab-style, /20 networks)."""
+def write_site(
+    site_dir: Path, emu: SushyEmulator, *, site: str = "emu", password: dict | None = None
+) -> Path:
+    """A valid cluster.yaml whose BMCs are the emulator's systems (lab-style, /20 networks);
+    `password` replaces the lab's BMC password reference ({env: ...} or {secret: ...})."""
     import yaml
 
     lab = yaml.safe_load((REPO / "inventories" / "lab" / "cluster.yaml").read_text())
+    if password is not None:
+        lab["defaults"]["bmc"]["password"] = password
     roles = {"head": "head", "lb": "lb", "gpu": "gpu"}
     nodes = []
     for i, name in enumerate(emu.names):

@@ -1,8 +1,16 @@
-"""stacks/cluster for real: the pinned Pulumi CLI on a file backend, 4 emulated servers.
+"""stacks/cluster for real: the pinned Pulumi CLI on a file backend, 4 emulated servers
+behind HTTP basic auth, their BMC password a secret of the stack's config.
 
-up sets power and boot override (read back over Redfish) and writes hosts.yml ->
-a second up changes nothing -> a changed boot target previews as exactly one
-update -> destroy completes. The state never holds the BMC password in clear.
+1. up: power on, a one-time PXE override armed and used by that power-on (the
+   emulator models Once), hosts.yml written; a second up with --refresh changes
+   nothing and arms nothing.
+2. The BMC password is rotated (at the BMCs and with `pulumi config set --secret`):
+   the next up updates nothing, the boot overrides are untouched, a refresh
+   reaches every BMC with the new password; no password is in the state.
+3. An override set by hand at a BMC: refresh shows the drift, up repairs it.
+4. A reinstall token for one node arms its override once; a changed boot target
+   previews as exactly one update.
+5. destroy puts back the overrides found and leaves power alone.
 """
 
 from __future__ import annotations
@@ -17,33 +25,55 @@ from redfish_fixtures import REPO, SushyEmulator, site_node_names, write_site
 from gpufleet.inventory import render_inventory
 from gpufleet.model import load_cluster
 
-PASSWORD = "e2e-Bmc-Pa55-4c1d"  # constructed: grepped for in the state below
+OLD_PASSWORD = "e2e-Bmc-Pa55-4c1d"  # constructed: grepped for in the state below
+NEW_PASSWORD = "e2e-Rotated-9f7e-Pa55"  # constructed
 STACK = REPO / "stacks" / "cluster"
 
 
 @pytest.fixture
 def four_servers(tmp_path):
-    emu = SushyEmulator(tmp_path / "emu", site_node_names(4)).start()
+    emu = SushyEmulator(
+        tmp_path / "emu", site_node_names(4), credentials=("admin", OLD_PASSWORD)
+    ).start()
     try:
         yield emu
     finally:
         emu.stop()
 
 
-def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
+def _changes(output: str) -> dict[str, int]:
+    events = json_documents(output)
+    summary = next(e["summaryEvent"] for e in events if "summaryEvent" in e)
+    assert summary["result"] == "succeeded", summary
+    return dict(summary["resourceChanges"])
+
+
+def _changed_urns(output: str) -> list[str]:
+    """URNs of the resources an `up --json`/`refresh --json` run changed."""
+    out = []
+    for event in json_documents(output):
+        step = (event.get("resOutputsEvent") or {}).get("metadata") or {}
+        if step.get("op") in ("update", "replace", "create", "delete"):
+            out.append(step["urn"])
+    return out
+
+
+def _overrides(emu: SushyEmulator) -> dict[str, tuple[str, str]]:
+    boots = {n: emu.system(n)["Boot"] for n in emu.names}
+    return {
+        n: (b["BootSourceOverrideTarget"], b["BootSourceOverrideEnabled"]) for n, b in boots.items()
+    }
+
+
+def test_up_rotate_drift_reinstall_destroy(pulumi_env, tmp_path, four_servers):
     emu = four_servers
     site_dir = tmp_path / "site"
-    spec_file = write_site(site_dir, emu)
+    spec_file = write_site(site_dir, emu, password={"secret": "bmcPassword"})
     project = tmp_path / "project"
     shutil.copytree(STACK, project, ignore=shutil.ignore_patterns("Pulumi.*.yaml", "__pycache__"))
     backend = tmp_path / "state"
     backend.mkdir()
-    env = {
-        **pulumi_env,
-        "PULUMI_BACKEND_URL": f"file://{backend}",
-        "GPUFLEET_LAB_BMC_PASSWORD": PASSWORD,
-        "PYTHONPATH": str(REPO / "src"),
-    }
+    env = {**pulumi_env, "PULUMI_BACKEND_URL": f"file://{backend}", "PYTHONPATH": str(REPO / "src")}
 
     run_pulumi(env, project, "stack", "init", "e2e")
     for key, value in (
@@ -54,13 +84,16 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
         ("bmcRetries", "1"),
     ):
         run_pulumi(env, project, "config", "set", key, value)
+    run_pulumi(env, project, "config", "set", "--secret", "bmcPassword", OLD_PASSWORD)
 
+    # 1. up: the one-time PXE override is armed, then used by the power-on.
     run_pulumi(env, project, "up", "--yes")
     for name in emu.names:
         system = emu.system(name)
         assert system["PowerState"] == "On", name
         assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe", name
         assert system["Boot"]["BootSourceOverrideMode"] == "UEFI", name
+    assert set(_overrides(emu).values()) == {("Pxe", "Disabled")}  # booted once from PXE
     expected = render_inventory(load_cluster(spec_file))
     assert (site_dir / "hosts.yml").read_text() == expected["hosts.yml"]
     outputs = json.loads(run_pulumi(env, project, "stack", "output", "--json"))
@@ -69,11 +102,48 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
     assert outputs["vips"][0]["holders"] == ["lb1", "lb2"]
     assert set(outputs["addresses"]) == set(emu.names)
 
-    events = json_documents(run_pulumi(env, project, "up", "--yes", "--json"))
-    summary = next(e["summaryEvent"] for e in events if "summaryEvent" in e)
-    assert summary["result"] == "succeeded"
-    assert set(summary["resourceChanges"]) == {"same"}, summary["resourceChanges"]
+    again = run_pulumi(env, project, "up", "--yes", "--refresh", "--json")
+    assert set(_changes(again)) == {"same"}, _changes(again)
+    assert set(_overrides(emu).values()) == {("Pxe", "Disabled")}  # used, not armed again
 
+    # 2. Rotate the BMC password: nothing to update, the BMCs left alone.
+    emu.set_password("admin", NEW_PASSWORD)
+    run_pulumi(env, project, "config", "set", "--secret", "bmcPassword", NEW_PASSWORD)
+    before = _overrides(emu)
+    rotated = run_pulumi(env, project, "up", "--yes", "--json")
+    assert set(_changes(rotated)) == {"same"}, _changes(rotated)
+    assert _overrides(emu) == before
+    refreshed = run_pulumi(env, project, "refresh", "--yes", "--json")  # every BMC, new password
+    assert set(_changes(refreshed)) == {"same"}, _changes(refreshed)
+    config_text = (project / "Pulumi.e2e.yaml").read_text()
+    assert "bmcPassword:" in config_text and "secure:" in config_text
+    exported = run_pulumi(env, project, "stack", "export")
+    stored = [p for p in backend.rglob("*") if p.is_file()]
+    for secret in (OLD_PASSWORD, NEW_PASSWORD):
+        assert secret not in exported and secret not in config_text
+        for path in stored:
+            assert secret not in path.read_text(errors="replace"), path
+    assert '"password"' not in exported  # not even as ciphertext: resources carry a reference
+    assert '"password_ref"' in exported and "gpufleet-cluster:bmcPassword" in exported
+
+    # 3. An override set by hand is drift: refresh shows it, up repairs it.
+    emu.set_boot("gpu1", Target="Hdd", Enabled="Continuous")
+    drift = run_pulumi(env, project, "refresh", "--yes", "--json")
+    assert _changes(drift).get("update") == 1, _changes(drift)
+    repair = run_pulumi(env, project, "up", "--yes", "--json")
+    assert _changes(repair).get("update") == 1, _changes(repair)
+    assert [u.rsplit("::", 1)[1] for u in _changed_urns(repair)] == ["gpu1-boot"]
+    assert _overrides(emu)["gpu1"][1] == "Disabled"  # cleared: the stack's Once was used
+    settled = run_pulumi(env, project, "up", "--yes", "--refresh", "--json")
+    assert set(_changes(settled)) == {"same"}, _changes(settled)
+
+    # 4. A reinstall of one node: its override armed once, nothing else touched.
+    run_pulumi(env, project, "config", "set", "--path", "nodes.gpu1.reinstall", "2026-12-02")
+    reinstall = run_pulumi(env, project, "up", "--yes", "--json")
+    assert [u.rsplit("::", 1)[1] for u in _changed_urns(reinstall)] == ["gpu1-boot"]
+    overrides = _overrides(emu)
+    assert overrides["gpu1"] == ("Pxe", "Once")  # pending until gpu1 next boots
+    assert {overrides[n] for n in emu.names if n != "gpu1"} == {("Pxe", "Disabled")}
     run_pulumi(env, project, "config", "set", "--path", "nodes.gpu1.bootTarget", "Hdd")
     preview = json.loads(run_pulumi(env, project, "preview", "--json"))
     changes = preview["changeSummary"]
@@ -82,18 +152,11 @@ def test_up_noop_preview_destroy(pulumi_env, tmp_path, four_servers):
     assert len(updated) == 1 and updated[0].endswith("::gpu1-boot")
     assert emu.system("gpu1")["Boot"]["BootSourceOverrideTarget"] == "Pxe"  # preview only
 
-    state_files = [p for p in backend.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".json" for p in state_files)
-    for path in state_files:
-        assert PASSWORD not in path.read_text(errors="replace"), path
-    exported = run_pulumi(env, project, "stack", "export")
-    assert PASSWORD not in exported
-    assert '"password"' in exported  # the property is there, as ciphertext
-
+    # 5. destroy: the overrides found at the start (none) are put back, power left alone.
     run_pulumi(env, project, "destroy", "--yes")
     for name in emu.names:
         system = emu.system(name)
-        assert system["Boot"]["BootSourceOverrideTarget"] == "Hdd", name  # override restored
+        assert system["Boot"]["BootSourceOverrideEnabled"] == "Disabled", name
         assert system["PowerState"] == "On", name  # power left alone (docs/pulumi.md)
     state = json.loads(run_pulumi(env, project, "stack", "export"))
     resources = state["deployment"].get("resources")

@@ -20,6 +20,15 @@ from gpufleet.infra.redfish import BmcError
 
 emulator = rfx.emulator  # fixtures (redfish_fixtures.py)
 bios_emulator = rfx.bios_emulator
+PASSWORD_VAR = "GPUFLEET_TEST_BMC_PASSWORD"
+UNSET_VAR = "GPUFLEET_TEST_UNSET_BMC_PASSWORD"
+
+
+@pytest.fixture(autouse=True)
+def bmc_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The providers read the password where password_ref points: here, a variable."""
+    monkeypatch.setenv(PASSWORD_VAR, "pw")
+    monkeypatch.delenv(UNSET_VAR, raising=False)
 
 
 def conn(node: str, url: str, **extra: Any) -> dict[str, Any]:
@@ -27,7 +36,7 @@ def conn(node: str, url: str, **extra: Any) -> dict[str, Any]:
         "node": node,
         "url": url,
         "username": "admin",
-        "password": "pw",
+        "password_ref": {"env": PASSWORD_VAR},
         "verify_tls": True,
         "ca_bundle": None,
         "timeout": 5.0,
@@ -56,7 +65,7 @@ def test_inventory_reads_the_system(emulator):
     assert outs["manufacturer"] == "Sushy Emulator"
     assert outs["power_state"] == "Off"
     assert outs["system_uuid"] == emulator.system("node1")["UUID"]
-    assert outs["password"] == "pw"  # kept for delete; the component marks it secret
+    assert "password" not in outs and outs["password_ref"] == {"env": PASSWORD_VAR}
     again = pv.SystemInventoryProvider().read(result.id, outs)
     assert again.outs["power_state"] == "Off"
 
@@ -64,21 +73,104 @@ def test_inventory_reads_the_system(emulator):
 def test_boot_override_set_update_and_restore(emulator):
     prov = pv.BootOverrideProvider()
     c = conn("node2", emulator.system_url("node2"))
-    assert emulator.system("node2")["Boot"]["BootSourceOverrideTarget"] == "Hdd"
-    created = prov.create({**c, "target": "Pxe", "enabled": "Once", "mode": "UEFI"})
+    assert emulator.system("node2")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+    created = prov.create({**c, "target": "Pxe", "enabled": "Once", "mode": "UEFI", "arm": ""})
     boot = emulator.system("node2")["Boot"]
     assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideMode"]) == ("Pxe", "UEFI")
-    assert created.outs["previous"]["target"] == "Hdd"
+    assert boot["BootSourceOverrideEnabled"] == "Once"
+    assert created.outs["previous"]["enabled"] == "Disabled"
 
-    news = {**c, "target": "Cd", "enabled": "Once", "mode": "UEFI"}
+    news = {**c, "target": "Cd", "enabled": "Once", "mode": "UEFI", "arm": ""}
     diff = prov.diff(created.id, created.outs, news)
     assert diff.changes and diff.replaces == []
     updated = prov.update(created.id, created.outs, news)
     assert emulator.system("node2")["Boot"]["BootSourceOverrideTarget"] == "Cd"
-    assert updated.outs["previous"]["target"] == "Hdd"  # what we found first
+    assert updated.outs["previous"]["enabled"] == "Disabled"  # what we found first
 
     prov.delete(created.id, updated.outs)
-    assert emulator.system("node2")["Boot"]["BootSourceOverrideTarget"] == "Hdd"
+    assert emulator.system("node2")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+
+
+def boot_props(c: dict[str, Any], enabled: str = "Once", arm: str = "") -> dict[str, Any]:
+    return {**c, "target": "Pxe", "enabled": enabled, "mode": "UEFI", "arm": arm}
+
+
+def test_once_is_used_by_one_boot_and_not_armed_again(emulator):
+    prov = pv.BootOverrideProvider()
+    c = conn("node1", emulator.system_url("node1"))
+    created = prov.create(boot_props(c))
+    assert emulator.system("node1")["Boot"]["BootSourceOverrideEnabled"] == "Once"
+    emulator.reset("node1", "On")  # the node boots (from PXE): the override is used
+    assert emulator.system("node1")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+    emulator.reset("node1", "On")  # already on: no boot, nothing changes
+    read = prov.read(created.id, created.outs)  # pulumi refresh
+    assert read.outs["enabled"] == "Once" and read.outs["live"]["enabled"] == "Disabled"
+    assert not prov.diff(created.id, read.outs, boot_props(c)).changes  # used, not drift
+    # A new reinstall token arms it again, once.
+    rearm = boot_props(c, arm="2026-12-02")
+    assert prov.diff(created.id, read.outs, rearm).changes
+    prov.update(created.id, read.outs, rearm)
+    assert emulator.system("node1")["Boot"]["BootSourceOverrideEnabled"] == "Once"
+    emulator.reset("node1", "ForceRestart")
+    assert emulator.system("node1")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+
+
+def test_a_write_is_skipped_when_the_bmc_holds_the_override(emulator):
+    c = conn("node3", emulator.system_url("node3"))
+    emulator.set_boot("node3", Target="Pxe", Enabled="Continuous", Mode="UEFI")
+    log = emulator.workdir / "emulator.log"  # the emulator's access log: one line a request
+    patches = log.read_text().count("PATCH /redfish")
+    assert patches == 1  # the one above
+    pv.BootOverrideProvider().create(boot_props(c, enabled="Continuous"))
+    assert log.read_text().count("PATCH /redfish") == patches  # read, found it held, wrote nothing
+    assert log.read_text().count("GET /redfish") > 0
+    assert emulator.system("node3")["Boot"]["BootSourceOverrideEnabled"] == "Continuous"
+
+
+def test_connection_changes_talk_to_no_bmc(emulator):
+    """A new password reference, timeout or retry count is recorded, nothing is sent:
+    the password variable named here is not even set, so any Redfish call would fail."""
+    c = conn("node4", emulator.system_url("node4"))
+    boot = pv.BootOverrideProvider()
+    created = boot.create(boot_props(c))
+    emulator.reset("node4", "On")  # the Once override is used
+    news = boot_props({**c, "password_ref": {"env": UNSET_VAR}, "timeout": 9.0, "retries": 0})
+    diff = boot.diff(created.id, created.outs, news)
+    assert diff.changes and diff.replaces == []
+    updated = boot.update(created.id, created.outs, news)
+    assert updated.outs["timeout"] == 9.0 and updated.outs["password_ref"] == {"env": UNSET_VAR}
+    assert emulator.system("node4")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+    power = pv.PowerStateProvider()
+    on = power.create(power_props(c, "On"))
+    unset = {**c, "password_ref": {"env": UNSET_VAR}}
+    moved = power.update(on.id, on.outs, power_props(unset, "On"))
+    assert moved.outs["reached"] == "On"
+    with pytest.raises(BmcError, match=f"{UNSET_VAR} is not set.*export {UNSET_VAR}"):
+        boot.read(created.id, updated.outs)  # a real call does need the password
+
+
+def test_an_override_set_by_hand_is_drift_and_repaired(emulator):
+    prov = pv.BootOverrideProvider()
+    c = conn("node2", emulator.system_url("node2"))
+    created = prov.create(boot_props(c))
+    emulator.reset("node2", "On")  # used
+    emulator.set_boot("node2", Target="Hdd", Enabled="Continuous", Mode="UEFI")  # by hand
+    read = prov.read(created.id, created.outs)
+    assert (read.outs["target"], read.outs["enabled"]) == ("Hdd", "Continuous")
+    assert prov.diff(created.id, read.outs, boot_props(c)).changes
+    repaired = prov.update(created.id, read.outs, boot_props(c))
+    # The stack's Once was used: the repair clears the override, it does not arm a reinstall.
+    assert emulator.system("node2")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
+    again = prov.read(created.id, repaired.outs)
+    assert not prov.diff(created.id, again.outs, boot_props(c)).changes
+    # A Continuous override of the stack is written again.
+    node3 = boot_props(conn("node3", emulator.system_url("node3")), "Continuous")
+    cont = prov.create(node3)
+    emulator.set_boot("node3", Enabled="Disabled")
+    drift = prov.read(cont.id, cont.outs)
+    assert drift.outs["enabled"] == "Disabled"
+    prov.update(cont.id, drift.outs, node3)
+    assert emulator.system("node3")["Boot"]["BootSourceOverrideEnabled"] == "Continuous"
 
 
 def test_power_on_polls_until_reached_then_off(emulator):
@@ -142,15 +234,36 @@ def test_bios_stages_named_attributes_and_reports_pending(bios_emulator):
     assert staged["ProcTurboMode"] == "Disabled"
     # applied at the next power-on
     pv.PowerStateProvider().create(power_props(c, "On"))
-    again = prov.update(created.id, created.outs, props)
+    again = prov.read(created.id, created.outs)  # pulumi refresh
     assert again.outs["current"]["ProcTurboMode"] == "Disabled"
     assert again.outs["pending"] == {}
+    assert not prov.diff(created.id, again.outs, props).changes
 
 
 def test_bios_on_a_bmc_without_bios_resource(emulator):
     c = conn("node1", emulator.system_url("node1"))
     with pytest.raises(BmcError, match=r"node node1 \(BMC .*\): this BMC offers no Bios resource"):
         pv.BiosSettingsProvider().create({**c, "attributes": {"ProcTurboMode": "Enabled"}})
+
+
+def test_bios_changed_at_the_bmc_is_drift_and_staged_again(bios_emulator):
+    prov = pv.BiosSettingsProvider()
+    c = conn("biosnode", bios_emulator.system_url("biosnode"))
+    props = {**c, "attributes": {"ProcTurboMode": "Disabled"}}
+    created = prov.create(props)
+    bios_emulator.reset("biosnode", "On")  # the staged value applies at boot
+    assert not prov.diff(created.id, prov.read(created.id, created.outs).outs, props).changes
+    bios_emulator._request(
+        "/redfish/v1/Systems/{}/BIOS/Settings".format(rfx.system_uuid("biosnode")),
+        "PATCH",
+        {"Attributes": {"ProcTurboMode": "Enabled"}},
+    )
+    bios_emulator.reset("biosnode", "ForceRestart")  # someone changed it and rebooted
+    drift = prov.read(created.id, created.outs)
+    assert drift.outs["attributes"] == {"ProcTurboMode": "Enabled"}
+    assert prov.diff(created.id, drift.outs, props).changes
+    staged = prov.update(created.id, drift.outs, props)
+    assert staged.outs["pending"] == {"ProcTurboMode": "Disabled"}
 
 
 def test_unknown_bios_attribute(bios_emulator):
@@ -224,4 +337,4 @@ def test_ca_bundle_is_passed_to_tls(tmp_path: Path):
     ca = tmp_path / "ca.pem"
     ep = endpoint_from_props({**conn("n", ep.url), "ca_bundle": str(ca)})
     assert ep.verify == str(ca)
-    assert "pw" not in repr(ep)
+    assert "pw" not in repr(endpoint_from_props(conn("n", ep.url), password="pw"))

@@ -94,15 +94,6 @@ def _all_registered(cluster: Any) -> pulumi.Output[Any]:
     return pulumi.Output.all(*outs, cluster.inventory.digests)
 
 
-def _plain(value: Any) -> Any:
-    """The mock monitor passes secrets as {<sig>: <secret sig>, "value": v}."""
-    return value["value"] if isinstance(value, dict) and "value" in value else value
-
-
-async def _secret(output: pulumi.Output[Any]) -> bool:
-    return await output.is_secret()
-
-
 def _check_node(node: Any, name: str, children: set[str]) -> None:
     kids = {c._name for c in node._childResources}
     assert kids == {f"{name}-{c}" for c in children}, name
@@ -215,25 +206,24 @@ def test_example_ib_bios_media_overrides(mocks):
 
 
 @pulumi.runtime.test
-def test_passwords_are_secret_everywhere(mocks):
+def test_no_password_in_any_resource(mocks):
+    """Resources carry where the BMC password is, never the password, not even as a secret."""
     from gpufleet.infra.cluster import build_cluster
 
     cluster = build_cluster(_settings("lab"))
     redfish = [c for n in cluster.nodes.values() for c in n._childResources]
     assert len(redfish) == 21
-    flags = [pulumi.Output.from_input(_secret(r.password)) for r in redfish]
 
-    def check(args: list[Any]) -> None:
-        assert all(args), "every Redfish resource must keep the password secret"
+    def check(_: Any) -> None:
+        created = [a for a in mocks.created if "redfish:" in a.typ]
+        assert len(created) == 21
+        for a in created:
+            assert a.inputs["password_ref"] == {"env": "GPUFLEET_LAB_BMC_PASSWORD"}, a.name
+            assert "password" not in a.inputs, a.name
         for a in mocks.created:
-            if "redfish:" in a.typ:
-                assert (
-                    _plain(a.inputs["password"]) == LAB_PASSWORD
-                )  # the provider gets the real one
-            else:
-                assert LAB_PASSWORD not in repr(a.inputs), a.typ
+            assert LAB_PASSWORD not in repr(a.inputs), a.typ
 
-    return pulumi.Output.all(*flags).apply(check)
+    return _all_registered(cluster).apply(check)
 
 
 @pulumi.runtime.test
@@ -247,12 +237,16 @@ def test_secret_config_password(mocks, tmp_path):
     (tmp_path / "cluster.yaml").write_text(text)
     config = FakeConfig({"spec": str(tmp_path)}, secrets={"bmcPassword": "from-secret-config"})
     settings = load_settings(config, {}, PROJECT_DIR)
+    assert settings.password_refs["gpu1"] == {"secret": "gpufleet-cluster:bmcPassword"}
     cluster = build_cluster(settings)
     assert settings.inventory_dir == tmp_path
-    boot = cluster.nodes["gpu1"].boot
-    return pulumi.Output.all(pulumi.Output.from_input(_secret(boot.password)), boot.password).apply(
-        lambda a: a == [True, "from-secret-config"] or pytest.fail(repr(a))
-    )
+
+    def check(_: Any) -> None:
+        boot = next(a for a in mocks.created if a.name == "gpu1-boot").inputs
+        assert boot["password_ref"] == {"secret": "gpufleet-cluster:bmcPassword"}
+        assert "from-secret-config" not in repr([a.inputs for a in mocks.created])
+
+    return _all_registered(cluster).apply(check)
 
 
 @pulumi.runtime.test
@@ -310,7 +304,12 @@ def test_config_bad_values_all_reported():
             "powerTimeout": "-3",
             "bmcRetries": "many",
             "configure": "maybe",
-            "nodes": {"gpu9": {}, "gpu1": {"bootTarget": "Usb", "colour": "red"}},
+            "nodes": {
+                "gpu9": {},
+                "gpu1": {"bootTarget": "Usb", "colour": "red"},
+                "gpu2": {"reinstall": ""},
+                "gpu3": {"reinstall": True},
+            },
             "caBundle": "no-such-ca.pem",
         }
     )
@@ -323,6 +322,8 @@ def test_config_bad_values_all_reported():
         "gpufleet-cluster:nodes.gpu9: no such node in the spec",
         "gpufleet-cluster:nodes.gpu1: unknown key colour",
         "gpufleet-cluster:nodes.gpu1.bootTarget: 'Usb' is not valid",
+        "gpufleet-cluster:nodes.gpu2.reinstall: '' is not a token",
+        "gpufleet-cluster:nodes.gpu3.reinstall: True is not a token",
         "gpufleet-cluster:caBundle:",
     ):
         assert needle in text, needle
@@ -358,20 +359,26 @@ CONN = {
     "node": "gpu1",
     "url": "https://10.0.0.11/redfish/v1/Systems/1",
     "username": "admin",
-    "password": "pw",
+    "password_ref": {"env": "BMC_PW"},
     "verify_tls": True,
     "ca_bundle": None,
     "timeout": 30.0,
     "retries": 4,
     "backoff": 0.5,
 }
-BOOT = {**CONN, "target": "Pxe", "enabled": "Once", "mode": "UEFI"}
+BOOT = {**CONN, "target": "Pxe", "enabled": "Once", "mode": "UEFI", "arm": ""}
 
 
 def test_boot_check_rejects_bad_inputs():
     bad = {**BOOT, "target": "Floppy", "enabled": "Always", "url": "ftp://x/y", "retries": -1}
     failures = pv.BootOverrideProvider().check({}, bad).failures
     assert sorted(f.property for f in failures) == ["enabled", "retries", "target", "url"]
+    refs = ({"env": ""}, {"vault": "x"}, {"env": "A", "secret": "b"}, "hunter2")
+    for ref in refs:
+        failures = pv.BootOverrideProvider().check({}, {**BOOT, "password_ref": ref}).failures
+        assert [f.property for f in failures] == ["password_ref"], ref
+    arm = pv.BootOverrideProvider().check({}, {**BOOT, "arm": 3}).failures
+    assert [f.property for f in arm] == ["arm"]
     assert pv.BootOverrideProvider().check({}, BOOT).failures == []
 
 

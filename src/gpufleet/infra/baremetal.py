@@ -36,7 +36,7 @@ class BareMetalNodeArgs:
     node: str
     url: str
     username: str | None
-    password: pulumi.Input[str]  # a secret Output
+    password_ref: dict[str, str]  # {"env": VAR} or {"secret": KEY}: where, never the password
     verify_tls: bool
     bmc: BmcOptions
     options: NodeOptions
@@ -47,7 +47,7 @@ class BareMetalNodeArgs:
             "node": self.node,
             "url": self.url,
             "username": self.username,
-            "password": pulumi.Output.secret(self.password),
+            "password_ref": dict(self.password_ref),
             "verify_tls": self.verify_tls,
             "ca_bundle": self.bmc.ca_bundle,
             "timeout": self.bmc.timeout,
@@ -90,6 +90,7 @@ class BareMetalNode(pulumi.ComponentResource):
             target=o.boot_target,
             enabled=o.boot_enabled,
             mode=o.boot_mode,
+            arm=o.reinstall,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_power)),
         )
         self.power = PowerState(

@@ -41,7 +41,7 @@ def build_cluster(settings: StackSettings) -> Cluster:
                 node=node.name,
                 url=node.bmc.url,
                 username=node.bmc.username,
-                password=settings.passwords[node.name],
+                password_ref=settings.password_refs[node.name],
                 verify_tls=node.bmc.verify_tls,
                 bmc=settings.bmc,
                 options=settings.nodes[node.name],

@@ -16,14 +16,32 @@ managing", and powering off a node would kill its workloads. BIOS settings are
 left too: reverting firmware settings would silently change the node at its
 next reboot; change them explicitly instead.
 
-Every resource carries the connection properties (CONNECTION). The password
-is a Pulumi secret input and a secret output (`additional_secret_outputs`), so
-it is encrypted in the state and available to `delete`; it is never put into
-any other output or message. `diff` compares only the properties a resource
-manages (never the whole BIOS or the BMC's live state); a new `url` or `node`
-replaces the resource, anything else is an in-place update. `read` (`pulumi
-refresh`, `pulumi up --refresh`) records the live power state, so drift is
-corrected by the next update.
+Every resource carries the connection properties (CONNECTION). The BMC
+password is not one of them: `password_ref` says where it is (`{env: VAR}`, an
+environment variable of the `pulumi` process, or `{secret: KEY}`, a secret of
+the stack's config, which dynamic providers receive through `configure`), and
+the provider reads it when it talks to the BMC. So no password is ever in the
+state, and rotating one (`pulumi config set --secret`, or a new value of the
+variable) changes no resource at all. A state written before password_ref
+existed still carries an encrypted `password`; it is used until the next update
+replaces it.
+
+`diff` compares only the properties a resource manages (never the whole BIOS
+or the BMC's live state) and the connection; a new `url` or `node` replaces the
+resource. A change of the connection alone (username, TLS, timeouts, retries)
+is an update that talks to no BMC: it only records the new values. `read`
+(`pulumi refresh`, `pulumi up --refresh`) records what the BMC holds, so drift
+shows and the next update repairs it.
+
+Boot override and `Once`: a one-time override is armed when the resource is
+created (a new server's first install), when its target, mode or `arm` token
+changes (`nodes.<name>.reinstall` in the stack config), and never as a side
+effect of anything else. Every write is preceded by a read and skipped when the
+BMC already holds the override. Once the boot it was for has happened the BMC
+reports `Disabled`, which `read` takes as "used", not as drift; an override
+set by hand (anything else) is drift, and the next update repairs it: the
+stack's `Continuous` override is written again, a used `Once` is cleared
+rather than armed again.
 
 The provider classes hold no state and import sushy only inside their methods,
 so the SDK's dill serialization stores a reference to this module (tested).
@@ -31,6 +49,7 @@ so the SDK's dill serialization stores a reference to this module (tested).
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -38,6 +57,7 @@ import pulumi
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
+    ConfigureRequest,
     CreateResult,
     DiffResult,
     ReadResult,
@@ -52,7 +72,7 @@ CONNECTION = (
     "node",
     "url",
     "username",
-    "password",
+    "password_ref",
     "verify_tls",
     "ca_bundle",
     "timeout",
@@ -60,7 +80,6 @@ CONNECTION = (
     "backoff",
 )
 REPLACE_ON = ("node", "url")
-SECRET_OUTPUTS = ["password"]
 
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN
 
@@ -88,7 +107,22 @@ def _check_connection(props: dict[str, Any]) -> list[CheckFailure]:
     ca = props.get("ca_bundle")
     if _known(ca) and ca is not None and not isinstance(ca, str):
         out.append(CheckFailure("ca_bundle", "ca_bundle must be a file path"))
+    ref = props.get("password_ref")
+    if _known(ref) and ref is not None and not _is_ref(ref):
+        out.append(
+            CheckFailure("password_ref", "give {env: VARIABLE} or {secret: KEY}, one of them")
+        )
     return out
+
+
+def _is_ref(ref: Any) -> bool:
+    return (
+        isinstance(ref, dict)
+        and len(ref) == 1
+        and next(iter(ref)) in ("env", "secret")
+        and isinstance(next(iter(ref.values())), str)
+        and bool(next(iter(ref.values())))
+    )
 
 
 def _choice(props: dict[str, Any], key: str, choices: tuple[str, ...]) -> list[CheckFailure]:
@@ -99,13 +133,47 @@ def _choice(props: dict[str, Any], key: str, choices: tuple[str, ...]) -> list[C
 
 
 class _RedfishProvider(ResourceProvider):
-    """Shared check/diff; subclasses list the properties they manage in DESIRED."""
+    """Shared check/diff and the BMC password; subclasses list what they manage in DESIRED."""
 
     DESIRED: ClassVar[tuple[str, ...]] = ()
     KIND: ClassVar[str] = ""
-    # The provider captures no secret (the password is a property): no need to
-    # encrypt its serialized form in every resource of the state.
+    # The provider captures no secret (the password is looked up when needed): no need
+    # to encrypt its serialized form in every resource of the state.
     serialize_as_secret_always = False
+
+    def configure(self, req: ConfigureRequest) -> None:
+        """The stack's config, for `{secret: KEY}` passwords (called in the provider process)."""
+        self._config = req.config
+
+    def _password(self, props: dict[str, Any]) -> str | None:
+        ref = props.get("password_ref")
+        node = props.get("node")
+        if not ref:
+            return props.get("password") or None  # a state written before password_ref
+        if "env" in ref:
+            value = os.environ.get(ref["env"])
+            if not value:
+                raise rf.BmcError(
+                    str(node),
+                    str(props.get("url")),
+                    f"the BMC password variable {ref['env']} is not set for the pulumi process",
+                    f"export {ref['env']}=... before running pulumi",
+                )
+            return value
+        config = getattr(self, "_config", None)
+        value = config.get(ref["secret"]) if config is not None else None
+        if not value:
+            name = str(ref["secret"]).split(":", 1)[-1]
+            raise rf.BmcError(
+                str(node),
+                str(props.get("url")),
+                f"the stack has no secret {name} for the BMC password",
+                f"pulumi config set --secret {name}",
+            )
+        return str(value)
+
+    def _endpoint(self, props: dict[str, Any]) -> rf.BmcEndpoint:
+        return rf.endpoint_from_props(props, password=self._password(props))
 
     def _check(self, props: dict[str, Any]) -> list[CheckFailure]:
         return []
@@ -125,27 +193,32 @@ class _RedfishProvider(ResourceProvider):
             delete_before_replace=True,
         )
 
+    def _managed_changed(self, olds: dict[str, Any], news: dict[str, Any]) -> bool:
+        """Whether an update has anything to do at the BMC (not only new connection values)."""
+        return any(olds.get(k) != news.get(k) for k in self.DESIRED)
+
     def _id(self, props: dict[str, Any]) -> str:
         return f"{props['url']}#{self.KIND}"
 
     @staticmethod
     def _inputs(props: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in props.items() if k != "__provider"}
+        # `password` only ever comes from a state written before password_ref: drop it.
+        return {k: v for k, v in props.items() if k not in ("__provider", "password")}
 
 
 class SystemInventoryProvider(_RedfishProvider):
     KIND = "inventory"
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        inv = rf.read_inventory(rf.endpoint_from_props(props))
+        inv = rf.read_inventory(self._endpoint(props))
         return CreateResult(self._id(props), {**self._inputs(props), **inv})
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        inv = rf.read_inventory(rf.endpoint_from_props(news))
+        inv = rf.read_inventory(self._endpoint(news))
         return UpdateResult({**self._inputs(news), **inv})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        inv = rf.read_inventory(rf.endpoint_from_props(props))
+        inv = rf.read_inventory(self._endpoint(props))
         return ReadResult(id_, {**self._inputs(props), **inv})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -153,32 +226,87 @@ class SystemInventoryProvider(_RedfishProvider):
 
 
 class BootOverrideProvider(_RedfishProvider):
+    """The boot source override; `Once` armed only on request (module docstring)."""
+
     KIND = "boot"
-    DESIRED = ("target", "enabled", "mode")
+    DESIRED = ("target", "enabled", "mode", "arm")
 
     def _check(self, props: dict[str, Any]) -> list[CheckFailure]:
-        return (
+        out = (
             _choice(props, "target", rf.BOOT_TARGETS)
             + _choice(props, "enabled", rf.BOOT_ENABLED)
             + _choice(props, "mode", rf.BOOT_MODES)
         )
+        arm = props.get("arm")
+        if _known(arm) and arm is not None and not isinstance(arm, str):
+            out.append(CheckFailure("arm", f"arm must be a string token, got {arm!r}"))
+        return out
 
-    def _apply(self, props: dict[str, Any]) -> dict[str, str]:
-        ep = rf.endpoint_from_props(props)
-        return rf.set_boot(ep, props["target"], props["enabled"], props.get("mode"))
+    @staticmethod
+    def _wanted(props: dict[str, Any]) -> dict[str, str]:
+        """What the stack asks for: target, enabled, mode and the arm token."""
+        return {k: str(props.get(k) or "") for k in BootOverrideProvider.DESIRED}
+
+    @staticmethod
+    def _holds(live: dict[str, str], want: dict[str, str]) -> bool:
+        """Whether the BMC holds the override asked for (its mode too, where it reports one)."""
+        same = live["target"] == want["target"] and live["enabled"] == want["enabled"]
+        return same and (not live["mode"] or not want["mode"] or live["mode"] == want["mode"])
+
+    def _arm(self, ep: rf.BmcEndpoint, want: dict[str, str]) -> dict[str, str]:
+        """Read, then write the override only if the BMC does not hold it yet; returns
+        what the BMC held before."""
+        live = rf.read_boot(ep)
+        if not self._holds(live, want):
+            rf.set_boot(ep, want["target"], want["enabled"], want["mode"] or None)
+        return live
+
+    def _outs(self, props: dict[str, Any], previous: Any, live: dict[str, str]) -> dict[str, Any]:
+        want = self._wanted(props)
+        return {**self._inputs(props), "previous": previous, "wanted": want, "live": live}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        previous = self._apply(props)
-        return CreateResult(self._id(props), {**self._inputs(props), "previous": previous})
+        ep = self._endpoint(props)
+        previous = self._arm(ep, self._wanted(props))
+        return CreateResult(self._id(props), self._outs(props, previous, rf.read_boot(ep)))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        self._apply(news)
-        return UpdateResult({**self._inputs(news), "previous": olds.get("previous") or {}})
+        want = self._wanted(news)
+        before = olds.get("wanted") or self._wanted(olds)
+        previous = olds.get("previous") or {}
+        drift = any(olds.get(k) != before.get(k) for k in ("target", "enabled", "mode"))
+        if want != before:
+            # The stack asks for another override (or a reinstall): arm it.
+            ep = self._endpoint(news)
+            self._arm(ep, want)
+            return UpdateResult(self._outs(news, previous, rf.read_boot(ep)))
+        if drift:
+            # `read` found an override the stack did not set: repair it.
+            ep = self._endpoint(news)
+            if want["enabled"] == "Continuous":
+                self._arm(ep, want)
+            elif rf.read_boot(ep)["enabled"] != "Disabled":
+                rf.restore_boot(ep, {"enabled": "Disabled"})  # a used Once is not armed again
+            return UpdateResult(self._outs(news, previous, rf.read_boot(ep)))
+        # Only connection values changed: record them, leave the BMC alone.
+        return UpdateResult(self._outs(news, previous, olds.get("live") or {}))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        live = rf.read_boot(self._endpoint(props))
+        want = props.get("wanted") or self._wanted(props)
+        outs = {**self._inputs(props), "wanted": want, "live": live}
+        used_once = want.get("enabled") == "Once" and live["enabled"] == "Disabled"
+        if not used_once and not self._holds(live, want):
+            # Drift: shown as the BMC's values, repaired by the next update.
+            outs.update(target=live["target"], enabled=live["enabled"], mode=live["mode"])
+        else:
+            outs.update({k: want.get(k, "") for k in ("target", "enabled", "mode")})
+        return ReadResult(id_, outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         previous = props.get("previous")
         if previous:
-            rf.restore_boot(rf.endpoint_from_props(props), previous)
+            rf.restore_boot(self._endpoint(props), previous)
 
 
 class PowerStateProvider(_RedfishProvider):
@@ -199,7 +327,7 @@ class PowerStateProvider(_RedfishProvider):
 
     def _apply(self, props: dict[str, Any]) -> tuple[str, str]:
         return rf.set_power(
-            rf.endpoint_from_props(props),
+            self._endpoint(props),
             props["state"],
             timeout=float(props["power_timeout"]),
             poll_interval=float(props["poll_interval"]),
@@ -212,12 +340,17 @@ class PowerStateProvider(_RedfishProvider):
         return CreateResult(self._id(props), outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        _before, reached = self._apply(news)
         previous = olds.get("previous_state") or ""
+        if not self._managed_changed(olds, news):  # connection values only: no power action
+            reached = olds.get("reached") or ""
+            return UpdateResult(
+                {**self._inputs(news), "previous_state": previous, "reached": reached}
+            )
+        _before, reached = self._apply(news)
         return UpdateResult({**self._inputs(news), "previous_state": previous, "reached": reached})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        live = rf.read_power(rf.endpoint_from_props(props))
+        live = rf.read_power(self._endpoint(props))
         outs = {**self._inputs(props), "reached": live}
         if live in rf.POWER_STATES:
             outs["state"] = live  # drift: the next update drives it back
@@ -243,7 +376,7 @@ class BiosSettingsProvider(_RedfishProvider):
         return []
 
     def _apply(self, props: dict[str, Any]) -> dict[str, Any]:
-        ep = rf.endpoint_from_props(props)
+        ep = self._endpoint(props)
         wanted = dict(props["attributes"])
         current, pending = rf.read_bios(ep, sorted(wanted))
         todo = {k: v for k, v in wanted.items() if current[k] != v and pending.get(k) != v}
@@ -258,8 +391,23 @@ class BiosSettingsProvider(_RedfishProvider):
         return CreateResult(self._id(props), outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        state = self._apply(news)
+        if not self._managed_changed(olds, news):  # connection values only: stage nothing
+            state = {"current": olds.get("current"), "pending": olds.get("pending")}
+        else:
+            state = self._apply(news)
         return UpdateResult({**self._inputs(news), **state, "previous": olds.get("previous")})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Drift: an attribute the BMC holds, and has no change staged for, that is not
+        the stack's value shows as the BMC's value; the next update stages it again."""
+        wanted = dict(props.get("attributes") or {})
+        current, pending = rf.read_bios(self._endpoint(props), sorted(wanted))
+        seen = {
+            k: current[k] if current.get(k) != v and pending.get(k) != v else v
+            for k, v in wanted.items()
+        }
+        outs = {**self._inputs(props), "attributes": seen, "current": current, "pending": pending}
+        return ReadResult(id_, outs)
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None  # leave firmware settings as they are (module docstring)
@@ -276,24 +424,27 @@ class VirtualMediaProvider(_RedfishProvider):
         return []
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        media = rf.insert_media(rf.endpoint_from_props(props), props["image"])
+        media = rf.insert_media(self._endpoint(props), props["image"])
         return CreateResult(self._id(props), {**self._inputs(props), **media})
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        media = rf.insert_media(rf.endpoint_from_props(news), news["image"])
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if not self._managed_changed(olds, news):  # connection values only
+            media = {"device": olds.get("device"), "inserted": olds.get("inserted")}
+            return UpdateResult({**self._inputs(news), **media})
+        media = rf.insert_media(self._endpoint(news), news["image"])
         return UpdateResult({**self._inputs(news), **media})
 
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Drift: another image, or none, in the virtual CD shows as that image."""
+        media = rf.read_media(self._endpoint(props))
+        image = media["image"] if media["inserted"] else ""
+        return ReadResult(id_, {**self._inputs(props), **media, "image": image})
+
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        rf.eject_media(rf.endpoint_from_props(props), only_image=props.get("image"))
+        rf.eject_media(self._endpoint(props), only_image=props.get("image"))
 
 
 # --- the resources ---------------------------------------------------------------------------
-
-
-def _with_secret_password(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-    return pulumi.ResourceOptions.merge(
-        opts, pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
-    )
 
 
 class SystemInventory(Resource, module="redfish", name="SystemInventory"):
@@ -323,7 +474,7 @@ class SystemInventory(Resource, module="redfish", name="SystemInventory"):
         self, name: str, connection: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         props = {**connection, **dict.fromkeys(self.OUTPUTS)}
-        super().__init__(SystemInventoryProvider(), name, props, _with_secret_password(opts))
+        super().__init__(SystemInventoryProvider(), name, props, opts)
 
 
 class BootOverride(Resource, module="redfish", name="BootOverride"):
@@ -331,6 +482,7 @@ class BootOverride(Resource, module="redfish", name="BootOverride"):
     enabled: pulumi.Output[str]
     mode: pulumi.Output[str]
     previous: pulumi.Output[dict[str, str]]
+    live: pulumi.Output[dict[str, str]]  # what the BMC held at the last create, update or read
 
     def __init__(
         self,
@@ -340,10 +492,20 @@ class BootOverride(Resource, module="redfish", name="BootOverride"):
         target: str,
         enabled: str,
         mode: str,
+        arm: str = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {**connection, "target": target, "enabled": enabled, "mode": mode, "previous": None}
-        super().__init__(BootOverrideProvider(), name, props, _with_secret_password(opts))
+        props = {
+            **connection,
+            "target": target,
+            "enabled": enabled,
+            "mode": mode,
+            "arm": arm,
+            "previous": None,
+            "wanted": None,
+            "live": None,
+        }
+        super().__init__(BootOverrideProvider(), name, props, opts)
 
 
 class PowerState(Resource, module="redfish", name="PowerState"):
@@ -371,7 +533,7 @@ class PowerState(Resource, module="redfish", name="PowerState"):
             "reached": None,
             "previous_state": None,
         }
-        super().__init__(PowerStateProvider(), name, props, _with_secret_password(opts))
+        super().__init__(PowerStateProvider(), name, props, opts)
 
 
 class BiosSettings(Resource, module="redfish", name="BiosSettings"):
@@ -394,7 +556,7 @@ class BiosSettings(Resource, module="redfish", name="BiosSettings"):
             "pending": None,
             "previous": None,
         }
-        super().__init__(BiosSettingsProvider(), name, props, _with_secret_password(opts))
+        super().__init__(BiosSettingsProvider(), name, props, opts)
 
 
 class VirtualMedia(Resource, module="redfish", name="VirtualMedia"):
@@ -411,4 +573,4 @@ class VirtualMedia(Resource, module="redfish", name="VirtualMedia"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {**connection, "image": image, "device": None, "inserted": None}
-        super().__init__(VirtualMediaProvider(), name, props, _with_secret_password(opts))
+        super().__init__(VirtualMediaProvider(), name, props, opts)

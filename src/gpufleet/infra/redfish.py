@@ -75,13 +75,14 @@ class BmcEndpoint:
         return f"BmcEndpoint(node={self.node!r}, url={self.url!r})"
 
 
-def endpoint_from_props(props: Mapping[str, Any]) -> BmcEndpoint:
-    """Build the endpoint from a dynamic resource's properties (see providers.CONNECTION)."""
+def endpoint_from_props(props: Mapping[str, Any], password: str | None = None) -> BmcEndpoint:
+    """Build the endpoint from a dynamic resource's properties (see providers.CONNECTION)
+    and the password the provider looked up for them."""
     return BmcEndpoint(
         node=str(props["node"]),
         url=str(props["url"]),
         username=props.get("username") or None,
-        password=props.get("password") or None,
+        password=password,
         verify_tls=bool(props.get("verify_tls", True)),
         ca_bundle=props.get("ca_bundle") or None,
         timeout=float(props.get("timeout") or 30.0),

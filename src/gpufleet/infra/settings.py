@@ -15,17 +15,21 @@ Stack config (namespace `gpufleet-cluster`, typed in stacks/cluster/Pulumi.yaml)
     powerPollInterval    seconds between power polls           (default 5)
     installerUrl         OS installer image for the virtual CD (default: none)
     biosAttributes       {Name: value} staged on every node    (default: none)
-    nodes                per-node overrides: {gpu001: {bootTarget: Hdd, biosAttributes: {...}}}
+    nodes                per-node overrides: {gpu001: {bootTarget: Hdd, biosAttributes: {...}}};
+                         `reinstall: TOKEN` (node only): a new token arms the one-time
+                         boot override again, once (bootEnabled Once)
     caBundle             PEM file of the BMCs' CA (self-signed BMCs)
     bmcTimeout           seconds per Redfish request           (default 30)
     bmcRetries           retries of transient BMC faults       (default 4)
     configure            run site.yml through ansible-runner   (default false)
     ansibleRoot          directory holding site.yml, roles/, playbooks/ (default ../..)
 
-BMC passwords: the spec names where each comes from. `{secret: NAME}` reads the
+BMC passwords: the spec names where each comes from. `{secret: NAME}` is the
 stack's secret config key NAME (`pulumi config set --secret NAME`); `{env: VAR}`
-reads the environment variable VAR of the `pulumi` process. Either way the
-password becomes a Pulumi secret Output here and stays one.
+is the environment variable VAR of the `pulumi` process. Here they are only
+checked to exist; the resources carry the reference and the Redfish providers
+read the password when they talk to the BMC (gpufleet.infra.providers), so no
+password enters the state and rotating one changes no resource.
 
 Every problem is reported at once as a UserError line naming the config key or
 node and the fix.
@@ -70,6 +74,7 @@ NODE_KEYS = (
     "powerTimeout",
     "installerUrl",
     "biosAttributes",
+    "reinstall",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "bootTarget": rf.BOOT_TARGETS,
@@ -101,6 +106,7 @@ class NodeOptions:
     poll_interval: float = 5.0
     bios_attributes: Mapping[str, Any] = field(default_factory=dict)
     installer_url: str | None = None
+    reinstall: str = ""  # a new value arms a one-time boot override (a reinstall) once
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class StackSettings:
     cluster: Cluster
     inventory_dir: Path
     nodes: Mapping[str, NodeOptions]  # by node name, every node of the spec
-    passwords: Mapping[str, Any]  # node name -> pulumi.Output[str] (secret)
+    # node name -> where its BMC password is: {"env": VAR} or {"secret": "<project>:KEY"}
+    password_refs: Mapping[str, dict[str, str]]
     bmc: BmcOptions
     configure: bool
     ansible_root: Path
@@ -192,6 +199,18 @@ def _node_options(
                 )
             )
         opts["installer_url"] = url
+    if "reinstall" in values:
+        token = values["reinstall"]
+        if not isinstance(token, str | int) or isinstance(token, bool) or str(token) == "":
+            problems.append(
+                Problem(
+                    f"{where}reinstall",
+                    f"{token!r} is not a token",
+                    "any new text or number, e.g. the date: a new value reinstalls once",
+                )
+            )
+        else:
+            opts["reinstall"] = str(token)
     if "biosAttributes" in values:
         bios = values["biosAttributes"] or {}
         if not isinstance(bios, dict) or any(
@@ -212,9 +231,7 @@ def _node_options(
 def load_settings(
     config: ConfigSource, environ: Mapping[str, str], project_dir: Path
 ) -> StackSettings:
-    """Read and check the stack config, load the spec once, resolve the BMC passwords."""
-    import pulumi
-
+    """Read and check the stack config, load the spec once, check the BMC passwords exist."""
     problems: list[Problem] = []
     ns = f"{PROJECT}:"
     spec_ref = config.get("spec")
@@ -285,13 +302,12 @@ def load_settings(
             Problem(f"{ns}ansibleRoot", f"no site.yml in {ansible_root}", "point at the repo root")
         )
 
-    passwords: dict[str, Any] = {}
+    password_refs: dict[str, dict[str, str]] = {}
     for node in cluster.nodes:
         ref = node.bmc.password
         where = f"nodes[{node.name}].bmc.password"
         if ref.secret is not None:
-            secret = config.get_secret(ref.secret)
-            if secret is None:
+            if config.get_secret(ref.secret) is None:
                 problems.append(
                     Problem(
                         where,
@@ -300,17 +316,17 @@ def load_settings(
                     )
                 )
             else:
-                passwords[node.name] = secret
+                key = ref.secret if ":" in ref.secret else f"{ns}{ref.secret}"
+                password_refs[node.name] = {"secret": key}
         elif ref.env is not None:
-            value = environ.get(ref.env)
-            if not value:
+            if not environ.get(ref.env):
                 problems.append(
                     Problem(
                         where, f"environment variable {ref.env} is not set", f"export {ref.env}=..."
                     )
                 )
             else:
-                passwords[node.name] = pulumi.Output.secret(value)
+                password_refs[node.name] = {"env": ref.env}
     if problems:
         raise UserError(problems, title=f"stack config of site {cluster.site.name}:")
     return StackSettings(
@@ -318,7 +334,7 @@ def load_settings(
         cluster=cluster,
         inventory_dir=inventory_dir,
         nodes=nodes,
-        passwords=passwords,
+        password_refs=password_refs,
         bmc=bmc,
         configure=configure,
         ansible_root=ansible_root,

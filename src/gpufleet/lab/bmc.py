@@ -3,7 +3,8 @@
 Each lab node is a system (`/redfish/v1/Systems/<node>`). Power actions really
 stop and start that node's container; boot source override and boot mode are
 kept in a JSON file so they persist across emulator restarts, as a BMC's
-settings persist across power cycles. Run with `python -m gpufleet.lab.bmc
+settings persist across power cycles, and a `Once` override is used up by the
+next boot (gpufleet.lab.boot_override). Run with `python -m gpufleet.lab.bmc
 --state-dir DIR --port PORT --lab NAME`; `gpufleet lab up` starts it.
 
 sushy-tools chooses its systems driver from a fixed list (libvirt, nova,
@@ -24,6 +25,7 @@ from typing import Any
 from sushy_tools import error
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
 
+from gpufleet.lab import boot_override
 from gpufleet.lab import podman as pm
 
 _NAMESPACE = uuid.UUID("6f1f0c1e-3b1e-4c8e-9d8a-0a6b2f6c9e10")
@@ -150,6 +152,8 @@ def serve(
 
     driver = PodmanSystemsDriver(lab, nodes, state_dir / "bmc-settings.json")
     emulator.Application.systems = property(lambda _self: driver)
+    # BootSourceOverrideEnabled as a BMC keeps it: Once is used up by the next boot.
+    boot_override.install(emulator.app, state_dir / "bmc-boot-override.json")
     emulator.app.configure(
         extra_config={
             "SUSHY_EMULATOR_FEATURE_SET": "full",
