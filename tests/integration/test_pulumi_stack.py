@@ -161,3 +161,39 @@ def test_up_rotate_drift_reinstall_destroy(pulumi_env, tmp_path, four_servers):
     state = json.loads(run_pulumi(env, project, "stack", "export"))
     resources = state["deployment"].get("resources")
     assert not resources
+
+
+def test_adopt_running_servers_without_touching_them(pulumi_env, tmp_path):
+    """A rack already running (powered on, no override): with `adopt` each server's
+    resources are created by Redfish reads only; no PATCH and no reset reaches a BMC,
+    and the next up (with refresh) is a no-op."""
+    emu = SushyEmulator(tmp_path / "emu", site_node_names(4), power_state="On").start()
+    try:
+        spec_file = write_site(tmp_path / "site", emu, password={"env": "ADOPT_BMC_PASSWORD"})
+        project = tmp_path / "project"
+        shutil.copytree(
+            STACK, project, ignore=shutil.ignore_patterns("Pulumi.*.yaml", "__pycache__")
+        )
+        (tmp_path / "state").mkdir()
+        env = {
+            **pulumi_env,
+            "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}",
+            "PYTHONPATH": str(REPO / "src"),
+            "ADOPT_BMC_PASSWORD": "not-checked-by-this-emulator",
+        }
+        run_pulumi(env, project, "stack", "init", "adopt")
+        for key, value in (("spec", str(spec_file)), ("adopt", "true"), ("bmcRetries", "1")):
+            run_pulumi(env, project, "config", "set", key, value)
+        log = emu.workdir / "emulator.log"
+        adopted = run_pulumi(env, project, "up", "--yes", "--json")
+        changes = _changes(adopted)
+        assert changes.get("create", 0) >= 4 * 3, changes  # inventory, boot, power per server
+        assert "update" not in changes and "replace" not in changes, changes
+        assert "PATCH /redfish" not in log.read_text()
+        assert "ComputerSystem.Reset" not in log.read_text()
+        assert set(_overrides(emu).values()) == {("Hdd", "Disabled")}  # as found
+        again = run_pulumi(env, project, "up", "--yes", "--refresh", "--json")
+        assert set(_changes(again)) == {"same"}, _changes(again)
+        assert "PATCH /redfish" not in log.read_text()
+    finally:
+        emu.stop()

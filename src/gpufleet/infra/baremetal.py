@@ -53,6 +53,8 @@ class BareMetalNodeArgs:
             "timeout": self.bmc.timeout,
             "retries": self.bmc.retries,
             "backoff": self.bmc.backoff,
+            # adopt: create reads what the BMC holds and writes nothing (providers.py)
+            "adopt": self.options.adopt,
         }
 
 

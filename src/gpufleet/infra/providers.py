@@ -193,6 +193,12 @@ class _RedfishProvider(ResourceProvider):
             delete_before_replace=True,
         )
 
+    def _adopted(self, props: dict[str, Any]) -> dict[str, Any]:
+        """`adopt`: a running server comes under management by a read, nothing is written;
+        what differs from the stack's values shows as drift at the next preview. (Pulumi's
+        own import cannot reach a dynamic provider: its read gets no serialized provider.)"""
+        return dict(self.read(self._id(props), props).outs or {})
+
     def _managed_changed(self, olds: dict[str, Any], news: dict[str, Any]) -> bool:
         """Whether an update has anything to do at the BMC (not only new connection values)."""
         return any(olds.get(k) != news.get(k) for k in self.DESIRED)
@@ -266,6 +272,9 @@ class BootOverrideProvider(_RedfishProvider):
         return {**self._inputs(props), "previous": previous, "wanted": want, "live": live}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        if props.get("adopt"):
+            outs = self._adopted(props)
+            return CreateResult(self._id(props), {**outs, "previous": outs["live"]})
         ep = self._endpoint(props)
         previous = self._arm(ep, self._wanted(props))
         return CreateResult(self._id(props), self._outs(props, previous, rf.read_boot(ep)))
@@ -335,6 +344,9 @@ class PowerStateProvider(_RedfishProvider):
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        if props.get("adopt"):
+            outs = self._adopted(props)
+            return CreateResult(self._id(props), {**outs, "previous_state": outs["reached"]})
         before, reached = self._apply(props)
         outs = {**self._inputs(props), "previous_state": before, "reached": reached}
         return CreateResult(self._id(props), outs)
@@ -386,6 +398,9 @@ class BiosSettingsProvider(_RedfishProvider):
         return {"current": current, "pending": pending}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        if props.get("adopt"):
+            outs = self._adopted(props)
+            return CreateResult(self._id(props), {**outs, "previous": outs["current"]})
         state = self._apply(props)
         outs = {**self._inputs(props), **state, "previous": state["current"]}
         return CreateResult(self._id(props), outs)
@@ -424,6 +439,8 @@ class VirtualMediaProvider(_RedfishProvider):
         return []
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        if props.get("adopt"):
+            return CreateResult(self._id(props), self._adopted(props))
         media = rf.insert_media(self._endpoint(props), props["image"])
         return CreateResult(self._id(props), {**self._inputs(props), **media})
 

@@ -22,6 +22,9 @@ Stack config (namespace `gpufleet-cluster`, typed in stacks/cluster/Pulumi.yaml)
     bmcTimeout           seconds per Redfish request           (default 30)
     bmcRetries           retries of transient BMC faults       (default 4)
     configure            run site.yml through ansible-runner   (default false)
+    adopt                bring running servers under management: their resources are
+                         imported (read), nothing is written to their BMCs (default false;
+                         also per node)
     ansibleRoot          directory holding site.yml, roles/, playbooks/ (default ../..)
 
 BMC passwords: the spec names where each comes from. `{secret: NAME}` is the
@@ -62,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "bmcTimeout": 30,
     "bmcRetries": 4,
     "configure": False,
+    "adopt": False,
     "inventoryDir": "",
     "ansibleRoot": "../..",
 }
@@ -75,6 +79,7 @@ NODE_KEYS = (
     "installerUrl",
     "biosAttributes",
     "reinstall",
+    "adopt",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "bootTarget": rf.BOOT_TARGETS,
@@ -107,6 +112,7 @@ class NodeOptions:
     bios_attributes: Mapping[str, Any] = field(default_factory=dict)
     installer_url: str | None = None
     reinstall: str = ""  # a new value arms a one-time boot override (a reinstall) once
+    adopt: bool = False  # import the running server's state instead of writing to it
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,8 @@ def _node_options(
                 )
             )
         opts["installer_url"] = url
+    if "adopt" in values:
+        opts["adopt"] = _bool(problems, f"{where}adopt", values["adopt"])
     if "reinstall" in values:
         token = values["reinstall"]
         if not isinstance(token, str | int) or isinstance(token, bool) or str(token) == "":
@@ -245,6 +253,7 @@ def load_settings(
 
     top = {k: _raw(config, k) for k in (*CHOICES, "powerTimeout", "powerPollInterval")}
     top["installerUrl"] = _raw(config, "installerUrl")
+    top["adopt"] = _raw(config, "adopt")
     bios = config.get_object("biosAttributes")
     if bios is not None:
         top["biosAttributes"] = bios
