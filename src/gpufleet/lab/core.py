@@ -577,6 +577,9 @@ def pulumi_up(site: str | Path, say: Say = print) -> dict[str, Any]:
         "PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE),
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # Final state only: per-step checkpoints cost more than the lab's whole up
+        # (docs/pulumi.md, "Where the time goes"); every provider reads before it writes.
+        "PULUMI_SKIP_CHECKPOINTS": "true",
         "GPUFLEET_LAB_BMC_PASSWORD": bmc_password(lab),
     }
 
