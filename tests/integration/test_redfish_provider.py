@@ -32,18 +32,25 @@ def bmc_password(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def conn(node: str, url: str, **extra: Any) -> dict[str, Any]:
+    """A resource's connection property, `bmc`, as the stack writes it."""
     return {
-        "node": node,
-        "url": url,
-        "username": "admin",
-        "password_ref": {"env": PASSWORD_VAR},
-        "verify_tls": True,
-        "ca_bundle": None,
-        "timeout": 5.0,
-        "retries": 2,
-        "backoff": 0.05,
-        **extra,
+        "bmc": {
+            "node": node,
+            "url": url,
+            "username": "admin",
+            "password_ref": {"env": PASSWORD_VAR},
+            "verify_tls": True,
+            "ca_bundle": None,
+            "timeout": 5.0,
+            "retries": 2,
+            "backoff": 0.05,
+            **extra,
+        }
     }
+
+
+def with_conn(props: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**props, "bmc": {**props["bmc"], **changes}}
 
 
 def power_props(c: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
@@ -60,12 +67,12 @@ def power_props(c: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
 def test_inventory_reads_the_system(emulator):
     c = conn("node1", emulator.system_url("node1"))
     result = pv.SystemInventoryProvider().create(c)
-    assert result.id == f"{c['url']}#inventory"
+    assert result.id == f"{c['bmc']['url']}#inventory"
     outs = result.outs
     assert outs["manufacturer"] == "Sushy Emulator"
     assert outs["power_state"] == "Off"
     assert outs["system_uuid"] == emulator.system("node1")["UUID"]
-    assert "password" not in outs and outs["password_ref"] == {"env": PASSWORD_VAR}
+    assert "password" not in outs and outs["bmc"]["password_ref"] == {"env": PASSWORD_VAR}
     again = pv.SystemInventoryProvider().read(result.id, outs)
     assert again.outs["power_state"] == "Off"
 
@@ -134,15 +141,16 @@ def test_connection_changes_talk_to_no_bmc(emulator):
     boot = pv.BootOverrideProvider()
     created = boot.create(boot_props(c))
     emulator.reset("node4", "On")  # the Once override is used
-    news = boot_props({**c, "password_ref": {"env": UNSET_VAR}, "timeout": 9.0, "retries": 0})
+    news = boot_props(with_conn(c, password_ref={"env": UNSET_VAR}, timeout=9.0, retries=0))
     diff = boot.diff(created.id, created.outs, news)
     assert diff.changes and diff.replaces == []
     updated = boot.update(created.id, created.outs, news)
-    assert updated.outs["timeout"] == 9.0 and updated.outs["password_ref"] == {"env": UNSET_VAR}
+    assert updated.outs["bmc"]["timeout"] == 9.0
+    assert updated.outs["bmc"]["password_ref"] == {"env": UNSET_VAR}
     assert emulator.system("node4")["Boot"]["BootSourceOverrideEnabled"] == "Disabled"
     power = pv.PowerStateProvider()
     on = power.create(power_props(c, "On"))
-    unset = {**c, "password_ref": {"env": UNSET_VAR}}
+    unset = with_conn(c, password_ref={"env": UNSET_VAR})
     moved = power.update(on.id, on.outs, power_props(unset, "On"))
     assert moved.outs["reached"] == "On"
     with pytest.raises(BmcError, match=f"{UNSET_VAR} is not set.*export {UNSET_VAR}"):
@@ -200,7 +208,8 @@ def test_power_timeout_names_node_and_url(emulator):
     with pytest.raises(BmcError) as err:
         pv.PowerStateProvider().create(power_props(c, "On", power_timeout=0.05, poll_interval=0.05))
     text = str(err.value)
-    assert text.startswith(f"node node4 (BMC {c['url']}): power state Off after 0.05s, wanted On")
+    url = c["bmc"]["url"]
+    assert text.startswith(f"node node4 (BMC {url}): power state Off after 0.05s, wanted On")
     assert "powerTimeout" in text
 
 
@@ -332,9 +341,9 @@ def test_one_failing_bmc_does_not_stop_the_others(emulator):
 def test_ca_bundle_is_passed_to_tls(tmp_path: Path):
     from gpufleet.infra.redfish import endpoint_from_props
 
-    ep = endpoint_from_props(conn("n", "https://10.0.0.11/redfish/v1/Systems/1"))
+    ep = endpoint_from_props(conn("n", "https://10.0.0.11/redfish/v1/Systems/1")["bmc"])
     assert ep.verify is True
     ca = tmp_path / "ca.pem"
-    ep = endpoint_from_props({**conn("n", ep.url), "ca_bundle": str(ca)})
+    ep = endpoint_from_props(conn("n", ep.url, ca_bundle=str(ca))["bmc"])
     assert ep.verify == str(ca)
-    assert "pw" not in repr(endpoint_from_props(conn("n", ep.url), password="pw"))
+    assert "pw" not in repr(endpoint_from_props(conn("n", ep.url)["bmc"], password="pw"))

@@ -167,7 +167,7 @@ def test_lab_resource_counts_and_order(mocks):
         assert files == render_inventory(load_cluster(REPO / "inventories" / "lab"))
         boot = next(a for a in mocks.created if a.name == "gpu2-boot").inputs
         assert (boot["target"], boot["enabled"], boot["mode"]) == ("Pxe", "Once", "UEFI")
-        assert boot["url"].endswith("/redfish/v1/Systems/gpu2")
+        assert boot["bmc"]["url"].endswith("/redfish/v1/Systems/gpu2")
 
     return _all_registered(cluster).apply(check)
 
@@ -199,8 +199,8 @@ def test_example_ib_bios_media_overrides(mocks):
         assert types.count("pulumi-python:dynamic/redfish:VirtualMedia") == 1
         head = next(a for a in mocks.created if a.name == "head01-boot").inputs
         assert head["target"] == "Hdd"
-        assert head["url"] == "https://10.0.0.11/redfish/v1/Systems/1"
-        assert head["verify_tls"] is True
+        assert head["bmc"]["url"] == "https://10.0.0.11/redfish/v1/Systems/1"
+        assert head["bmc"]["verify_tls"] is True
 
     return _all_registered(cluster).apply(check)
 
@@ -218,7 +218,7 @@ def test_no_password_in_any_resource(mocks):
         created = [a for a in mocks.created if "redfish:" in a.typ]
         assert len(created) == 21
         for a in created:
-            assert a.inputs["password_ref"] == {"env": "GPUFLEET_LAB_BMC_PASSWORD"}, a.name
+            assert a.inputs["bmc"]["password_ref"] == {"env": "GPUFLEET_LAB_BMC_PASSWORD"}, a.name
             assert "password" not in a.inputs, a.name
         for a in mocks.created:
             assert LAB_PASSWORD not in repr(a.inputs), a.typ
@@ -243,7 +243,7 @@ def test_secret_config_password(mocks, tmp_path):
 
     def check(_: Any) -> None:
         boot = next(a for a in mocks.created if a.name == "gpu1-boot").inputs
-        assert boot["password_ref"] == {"secret": "gpufleet-cluster:bmcPassword"}
+        assert boot["bmc"]["password_ref"] == {"secret": "gpufleet-cluster:bmcPassword"}
         assert "from-secret-config" not in repr([a.inputs for a in mocks.created])
 
     return _all_registered(cluster).apply(check)
@@ -355,7 +355,7 @@ def test_stack_files_name_real_sites():
 
 # --- providers: check, diff, serialization (no BMC needed) ------------------------------------
 
-CONN = {
+BMC = {
     "node": "gpu1",
     "url": "https://10.0.0.11/redfish/v1/Systems/1",
     "username": "admin",
@@ -366,17 +366,24 @@ CONN = {
     "retries": 4,
     "backoff": 0.5,
 }
+CONN = {"bmc": BMC}
 BOOT = {**CONN, "target": "Pxe", "enabled": "Once", "mode": "UEFI", "arm": ""}
 
 
+def _bmc(**changes: Any) -> dict[str, Any]:
+    return {"bmc": {**BMC, **changes}}
+
+
 def test_boot_check_rejects_bad_inputs():
-    bad = {**BOOT, "target": "Floppy", "enabled": "Always", "url": "ftp://x/y", "retries": -1}
+    bad = {**BOOT, **_bmc(url="ftp://x/y", retries=-1), "target": "Floppy", "enabled": "Always"}
     failures = pv.BootOverrideProvider().check({}, bad).failures
-    assert sorted(f.property for f in failures) == ["enabled", "retries", "target", "url"]
+    assert sorted(f.property for f in failures) == ["bmc.retries", "bmc.url", "enabled", "target"]
     refs = ({"env": ""}, {"vault": "x"}, {"env": "A", "secret": "b"}, "hunter2")
     for ref in refs:
-        failures = pv.BootOverrideProvider().check({}, {**BOOT, "password_ref": ref}).failures
-        assert [f.property for f in failures] == ["password_ref"], ref
+        failures = pv.BootOverrideProvider().check({}, {**BOOT, **_bmc(password_ref=ref)}).failures
+        assert [f.property for f in failures] == ["bmc.password_ref"], ref
+    flat = pv.BootOverrideProvider().check({}, {**BOOT, "bmc": "https://10.0.0.11"}).failures
+    assert [f.property for f in flat] == ["bmc"]
     arm = pv.BootOverrideProvider().check({}, {**BOOT, "arm": 3}).failures
     assert [f.property for f in arm] == ["arm"]
     assert pv.BootOverrideProvider().check({}, BOOT).failures == []
@@ -398,10 +405,17 @@ def test_diff_reports_exactly_the_changed_properties():
     assert prov.diff("id", olds, dict(BOOT)).changes is False
     one = prov.diff("id", olds, {**BOOT, "target": "Hdd"})
     assert one.changes is True and one.replaces == []
-    moved = prov.diff("id", olds, {**BOOT, "url": "https://10.0.0.12/redfish/v1/Systems/1"})
-    assert moved.replaces == ["url"]
+    moved = prov.diff("id", olds, {**BOOT, **_bmc(url="https://10.0.0.12/redfish/v1/Systems/1")})
+    assert moved.replaces == ["bmc"]
+    slower = prov.diff("id", olds, {**BOOT, **_bmc(timeout=60.0)})
+    assert slower.changes is True and slower.replaces == []  # recorded, no BMC request
     unknown = prov.diff("id", olds, {**BOOT, "target": pv._UNKNOWN})
     assert unknown.changes is True
+    # A state written before the connection became one object: the new shape is recorded
+    # (an update that sends nothing to the BMC), nothing is replaced.
+    flat = {**{k: v for k, v in BOOT.items() if k != "bmc"}, **BMC, "previous": {}}
+    assert prov.diff("id", flat, dict(BOOT)).changes is True
+    assert prov.diff("id", flat, dict(BOOT)).replaces == []
 
 
 def test_bios_diff_only_named_attributes():

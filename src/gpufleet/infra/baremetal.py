@@ -42,7 +42,7 @@ class BareMetalNodeArgs:
     options: NodeOptions
 
     def connection(self) -> dict[str, Any]:
-        """The properties every Redfish resource of this node carries (providers.CONNECTION)."""
+        """The `bmc` object every Redfish resource of this node carries (providers.CONNECTION)."""
         return {
             "node": self.node,
             "url": self.url,
@@ -53,8 +53,6 @@ class BareMetalNodeArgs:
             "timeout": self.bmc.timeout,
             "retries": self.bmc.retries,
             "backoff": self.bmc.backoff,
-            # adopt: create reads what the BMC holds and writes nothing (providers.py)
-            "adopt": self.options.adopt,
         }
 
 
@@ -72,18 +70,21 @@ class BareMetalNode(pulumi.ComponentResource):
         super().__init__("gpufleet:baremetal:BareMetalNode", name, None, opts)
         conn = args.connection()
         o = args.options
+        adopt = o.adopt  # create reads what the BMC holds and writes nothing (providers.py)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.inventory = SystemInventory(f"{name}-inventory", conn, opts=child)
+        self.inventory = SystemInventory(f"{name}-inventory", conn, adopt=adopt, opts=child)
         before_power: list[pulumi.Resource] = []
         self.media: VirtualMedia | None = None
         if o.installer_url:
-            self.media = VirtualMedia(f"{name}-media", conn, image=o.installer_url, opts=child)
+            self.media = VirtualMedia(
+                f"{name}-media", conn, image=o.installer_url, adopt=adopt, opts=child
+            )
             before_power.append(self.media)
         self.bios: BiosSettings | None = None
         if o.bios_attributes:
             self.bios = BiosSettings(
-                f"{name}-bios", conn, attributes=dict(o.bios_attributes), opts=child
+                f"{name}-bios", conn, attributes=dict(o.bios_attributes), adopt=adopt, opts=child
             )
             before_power.append(self.bios)
         self.boot = BootOverride(
@@ -93,6 +94,7 @@ class BareMetalNode(pulumi.ComponentResource):
             enabled=o.boot_enabled,
             mode=o.boot_mode,
             arm=o.reinstall,
+            adopt=adopt,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_power)),
         )
         self.power = PowerState(
@@ -102,6 +104,7 @@ class BareMetalNode(pulumi.ComponentResource):
             off_action=o.off_action,
             power_timeout=o.power_timeout,
             poll_interval=o.poll_interval,
+            adopt=adopt,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*before_power, self.boot]),
         )
 

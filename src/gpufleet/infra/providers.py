@@ -16,11 +16,13 @@ managing", and powering off a node would kill its workloads. BIOS settings are
 left too: reverting firmware settings would silently change the node at its
 next reboot; change them explicitly instead.
 
-Every resource carries the connection properties (CONNECTION). The BMC
-password is not one of them: `password_ref` says where it is (`{env: VAR}`, an
-environment variable of the `pulumi` process, or `{secret: KEY}`, a secret of
-the stack's config, which dynamic providers receive through `configure`), and
-the provider reads it when it talks to the BMC. So no password is ever in the
+Every resource carries the connection as one object property, `bmc` (its keys
+are CONNECTION; one property instead of nine keeps the per-resource work of the
+SDK and the engine down at fleet scale). The BMC password is not in it:
+`password_ref` says where it is (`{env: VAR}`, an environment variable of the
+`pulumi` process, or `{secret: KEY}`, a secret of the stack's config, which
+dynamic providers receive through `configure`), and the provider reads it when
+it talks to the BMC. So no password is ever in the
 state, and rotating one (`pulumi config set --secret`, or a new value of the
 variable) changes no resource at all. A state written before password_ref
 existed still carries an encrypted `password`; it is used until the next update
@@ -88,29 +90,44 @@ def _known(value: Any) -> bool:
     return bool(value != _UNKNOWN)
 
 
+def connection(props: dict[str, Any]) -> dict[str, Any]:
+    """The `bmc` object of a resource's properties (CONNECTION keys). States written before
+    the connection became one object hold the same keys at the top level."""
+    conn = props.get("bmc")
+    if isinstance(conn, dict):
+        return conn
+    return {k: props[k] for k in (*CONNECTION, "password") if k in props}
+
+
 def _check_connection(props: dict[str, Any]) -> list[CheckFailure]:
+    conn = props.get("bmc")
+    if not _known(conn):
+        return []
+    if not isinstance(conn, dict):
+        return [CheckFailure("bmc", "bmc must be an object with the connection (url, node, ...)")]
     out: list[CheckFailure] = []
-    url = props.get("url")
+    url = conn.get("url")
     if _known(url):
         parts = urlsplit(str(url or ""))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            out.append(CheckFailure("url", f"{url!r} is not an http(s) URL"))
+            out.append(CheckFailure("bmc.url", f"{url!r} is not an http(s) URL"))
         elif not parts.path.rstrip("/").startswith("/redfish/v1/Systems/"):
-            out.append(CheckFailure("url", f"{url!r} does not name /redfish/v1/Systems/<id>"))
-    if not props.get("node"):
-        out.append(CheckFailure("node", "the node name is required"))
+            out.append(CheckFailure("bmc.url", f"{url!r} does not name /redfish/v1/Systems/<id>"))
+    if not conn.get("node"):
+        out.append(CheckFailure("bmc.node", "the node name is required"))
     for key, low in (("timeout", 1), ("retries", 0), ("backoff", 0)):
-        value = props.get(key)
+        value = conn.get(key)
         bad = not isinstance(value, int | float) or isinstance(value, bool) or value < low
         if _known(value) and value is not None and bad:
-            out.append(CheckFailure(key, f"{key} must be a number >= {low}, got {value!r}"))
-    ca = props.get("ca_bundle")
+            why = f"{key} must be a number >= {low}, got {value!r}"
+            out.append(CheckFailure(f"bmc.{key}", why))
+    ca = conn.get("ca_bundle")
     if _known(ca) and ca is not None and not isinstance(ca, str):
-        out.append(CheckFailure("ca_bundle", "ca_bundle must be a file path"))
-    ref = props.get("password_ref")
+        out.append(CheckFailure("bmc.ca_bundle", "ca_bundle must be a file path"))
+    ref = conn.get("password_ref")
     if _known(ref) and ref is not None and not _is_ref(ref):
         out.append(
-            CheckFailure("password_ref", "give {env: VARIABLE} or {secret: KEY}, one of them")
+            CheckFailure("bmc.password_ref", "give {env: VARIABLE} or {secret: KEY}, one of them")
         )
     return out
 
@@ -146,16 +163,17 @@ class _RedfishProvider(ResourceProvider):
         self._config = req.config
 
     def _password(self, props: dict[str, Any]) -> str | None:
-        ref = props.get("password_ref")
-        node = props.get("node")
+        conn = connection(props)
+        ref = conn.get("password_ref")
+        node = conn.get("node")
         if not ref:
-            return props.get("password") or None  # a state written before password_ref
+            return conn.get("password") or None  # a state written before password_ref
         if "env" in ref:
             value = os.environ.get(ref["env"])
             if not value:
                 raise rf.BmcError(
                     str(node),
-                    str(props.get("url")),
+                    str(conn.get("url")),
                     f"the BMC password variable {ref['env']} is not set for the pulumi process",
                     f"export {ref['env']}=... before running pulumi",
                 )
@@ -166,14 +184,14 @@ class _RedfishProvider(ResourceProvider):
             name = str(ref["secret"]).split(":", 1)[-1]
             raise rf.BmcError(
                 str(node),
-                str(props.get("url")),
+                str(conn.get("url")),
                 f"the stack has no secret {name} for the BMC password",
                 f"pulumi config set --secret {name}",
             )
         return str(value)
 
     def _endpoint(self, props: dict[str, Any]) -> rf.BmcEndpoint:
-        return rf.endpoint_from_props(props, password=self._password(props))
+        return rf.endpoint_from_props(connection(props), password=self._password(props))
 
     def _check(self, props: dict[str, Any]) -> list[CheckFailure]:
         return []
@@ -182,14 +200,20 @@ class _RedfishProvider(ResourceProvider):
         return CheckResult(news, _check_connection(news) + self._check(news))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [
-            k
-            for k in (*CONNECTION, *self.DESIRED)
-            if not _known(news.get(k)) or olds.get(k) != news.get(k)
-        ]
+        changed = [k for k in self.DESIRED if not _known(news.get(k)) or olds.get(k) != news.get(k)]
+        old_conn = connection(olds)
+        if not _known(news.get("bmc")):
+            changed.append("bmc")
+            moved = True
+        else:
+            new_conn = connection(news)
+            conn_changed = [k for k in CONNECTION if old_conn.get(k) != new_conn.get(k)]
+            moved = any(k in REPLACE_ON for k in conn_changed)
+            if conn_changed or "bmc" not in olds:  # also: a state of the older flat shape
+                changed.append("bmc")
         return DiffResult(
             changes=bool(changed),
-            replaces=[k for k in changed if k in REPLACE_ON],
+            replaces=["bmc"] if moved else [],
             delete_before_replace=True,
         )
 
@@ -204,12 +228,14 @@ class _RedfishProvider(ResourceProvider):
         return any(olds.get(k) != news.get(k) for k in self.DESIRED)
 
     def _id(self, props: dict[str, Any]) -> str:
-        return f"{props['url']}#{self.KIND}"
+        return f"{connection(props)['url']}#{self.KIND}"
 
     @staticmethod
     def _inputs(props: dict[str, Any]) -> dict[str, Any]:
-        # `password` only ever comes from a state written before password_ref: drop it.
-        return {k: v for k, v in props.items() if k not in ("__provider", "password")}
+        # The older flat connection keys and `password` only come from states written
+        # before `bmc` and password_ref: drop them.
+        legacy = ("__provider", "password", *CONNECTION) if "bmc" in props else ("__provider",)
+        return {k: v for k, v in props.items() if k not in legacy}
 
 
 class SystemInventoryProvider(_RedfishProvider):
@@ -488,9 +514,14 @@ class SystemInventory(Resource, module="redfish", name="SystemInventory"):
     )
 
     def __init__(
-        self, name: str, connection: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        connection: dict[str, Any],
+        *,
+        adopt: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {**connection, **dict.fromkeys(self.OUTPUTS)}
+        props = {"bmc": dict(connection), "adopt": adopt, **dict.fromkeys(self.OUTPUTS)}
         super().__init__(SystemInventoryProvider(), name, props, opts)
 
 
@@ -510,10 +541,12 @@ class BootOverride(Resource, module="redfish", name="BootOverride"):
         enabled: str,
         mode: str,
         arm: str = "",
+        adopt: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
-            **connection,
+            "bmc": dict(connection),
+            "adopt": adopt,
             "target": target,
             "enabled": enabled,
             "mode": mode,
@@ -539,10 +572,12 @@ class PowerState(Resource, module="redfish", name="PowerState"):
         off_action: str,
         power_timeout: float,
         poll_interval: float,
+        adopt: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
-            **connection,
+            "bmc": dict(connection),
+            "adopt": adopt,
             "state": state,
             "off_action": off_action,
             "power_timeout": power_timeout,
@@ -564,10 +599,12 @@ class BiosSettings(Resource, module="redfish", name="BiosSettings"):
         connection: dict[str, Any],
         *,
         attributes: dict[str, Any],
+        adopt: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
-            **connection,
+            "bmc": dict(connection),
+            "adopt": adopt,
             "attributes": dict(attributes),
             "current": None,
             "pending": None,
@@ -587,7 +624,14 @@ class VirtualMedia(Resource, module="redfish", name="VirtualMedia"):
         connection: dict[str, Any],
         *,
         image: str,
+        adopt: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {**connection, "image": image, "device": None, "inserted": None}
+        props = {
+            "bmc": dict(connection),
+            "adopt": adopt,
+            "image": image,
+            "device": None,
+            "inserted": None,
+        }
         super().__init__(VirtualMediaProvider(), name, props, opts)
