@@ -65,7 +65,9 @@ def test_role_layout(role):
         f"{role.name} has no molecule scenario and no {POINTER} naming the one that tests it"
     )
     preflight = (role / "tasks" / "preflight.yml").read_text()
-    assert "varnames" in preflight, f"{role.name} preflight does not reject unknown variables"
+    assert "gpufleet_known_vars:" in preflight, (
+        f"{role.name} preflight does not reject unknown variables (gpufleet_known_vars)"
+    )
 
 
 def _role_includes(role: Path) -> list[tuple[str, dict]]:

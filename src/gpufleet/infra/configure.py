@@ -22,7 +22,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-CONTENT = ("site.yml", "ansible.cfg", "playbooks", "roles", "library")
+CONTENT = ("site.yml", "ansible.cfg", "playbooks", "roles", "library", "plugins")
 
 
 def content_digest(root: Path, entries: Iterable[str] = CONTENT) -> str:
