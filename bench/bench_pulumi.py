@@ -85,7 +85,7 @@ def run_size(n: int, work: Path, do_up: bool, checkpoints: bool) -> dict[str, fl
         _pulumi(env, project, "stack", "init", "bench")
         for key, value in (("spec", str(spec)), ("powerState", "Off"), ("bmcRetries", "1")):
             _pulumi(env, project, "config", "set", key, value)
-        row: dict[str, float | None] = {"nodes": n, "resources": 3 * n + 7}
+        row: dict[str, float | None] = {"nodes": n, "resources": 2 * n + 7}
         row["preview_empty_s"] = _pulumi(env, project, "preview")
         row["up_s"] = _pulumi(env, project, "up", "--yes", "--skip-preview") if do_up else None
         row["preview_same_s"] = _pulumi(env, project, "preview") if do_up else None

@@ -65,6 +65,8 @@ def power_props(c: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_inventory_reads_the_system(emulator):
+    """The `<node>-inventory` resource of older states: it still reads (refresh) until the
+    next up deletes it; the stack's PowerState now carries the same `system` object."""
     c = conn("node1", emulator.system_url("node1"))
     result = pv.SystemInventoryProvider().create(c)
     assert result.id == f"{c['bmc']['url']}#inventory"
@@ -153,6 +155,7 @@ def test_connection_changes_talk_to_no_bmc(emulator):
     unset = with_conn(c, password_ref={"env": UNSET_VAR})
     moved = power.update(on.id, on.outs, power_props(unset, "On"))
     assert moved.outs["reached"] == "On"
+    assert moved.outs["system"] == on.outs["system"]  # kept, not read again
     with pytest.raises(BmcError, match=f"{UNSET_VAR} is not set.*export {UNSET_VAR}"):
         boot.read(created.id, updated.outs)  # a real call does need the password
 
@@ -189,6 +192,12 @@ def test_power_on_polls_until_reached_then_off(emulator):
     assert created.outs["reached"] == "On"
     assert created.outs["previous_state"] == "Off"
     assert emulator.system("node3")["PowerState"] == "On"
+    # the power resource reads the system's inventory too, one object, after the reset
+    system = created.outs["system"]
+    assert set(system) == set(pv.INVENTORY)
+    assert system["manufacturer"] == "Sushy Emulator"
+    assert system["power_state"] == "On"
+    assert system["system_uuid"] == emulator.system("node3")["UUID"]
     # the fake driver applies a power change 1-11 s after the request: we really polled
     assert time.monotonic() - started >= 0.5
 
@@ -199,6 +208,7 @@ def test_power_on_polls_until_reached_then_off(emulator):
     # refresh records drift: the live state becomes the old value the next diff sees
     read = prov.read(created.id, {**updated.outs, "state": "On"})
     assert read.outs["state"] == "Off"
+    assert read.outs["system"]["power_state"] == "Off"  # refresh reads the system again
     prov.delete(created.id, updated.outs)
     assert emulator.system("node3")["PowerState"] == "Off"  # delete leaves power alone
 

@@ -57,10 +57,9 @@ class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         self.created.append(args)
         outs = dict(args.inputs)
-        if args.typ.endswith("redfish:SystemInventory"):
-            outs.update(manufacturer="Mock Inc.", model="HGX", power_state="Off")
         if args.typ.endswith("redfish:PowerState"):
             outs["reached"] = outs["state"]
+            outs["system"] = {"manufacturer": "Mock Inc.", "model": "HGX", "power_state": "Off"}
         if args.typ.endswith("inventory:InventoryFiles"):
             outs["digests"] = digests(outs["files"])
         if args.typ.endswith("configure:AnsibleRun"):
@@ -112,7 +111,7 @@ def test_lab_stack_resources_parents_and_plan(mocks):
     assert len(cluster.nodes) == 7
     for name, node in cluster.nodes.items():
         assert node._type == "gpufleet:baremetal:BareMetalNode"
-        _check_node(node, name, {"inventory", "boot", "power"})
+        _check_node(node, name, {"boot", "power"})
     assert cluster.configure is None
     files_kids = {c._name for c in cluster.inventory._childResources}
     assert files_kids == {"lab-inventory-files"}
@@ -121,7 +120,7 @@ def test_lab_stack_resources_parents_and_plan(mocks):
     plan = plan_dict(model)
 
     def check(args: list[Any]) -> None:
-        nodes, vips, digests, power, target = args
+        nodes, vips, digests, power, target, server = args
         assert set(nodes) == {n["name"] for n in plan["nodes"]}
         assert nodes["gpu1"]["interfaces"]["frontend"]["address"] == next(
             n["interfaces"]["frontend"]["address"] for n in plan["nodes"] if n["name"] == "gpu1"
@@ -138,6 +137,15 @@ def test_lab_stack_resources_parents_and_plan(mocks):
         assert set(digests) == {"hosts.yml", "group_vars/all/gpufleet.yml"}
         assert power == "On"
         assert target == "Pxe"
+        # one object per server, from the power resource's `system` and the boot target
+        assert server == {
+            "manufacturer": "Mock Inc.",
+            "model": "HGX",
+            "serial_number": "",
+            "bios_version": "",
+            "power_state": "On",
+            "boot_target": "Pxe",
+        }
 
     gpu1 = cluster.nodes["gpu1"]
     return pulumi.Output.all(
@@ -146,6 +154,7 @@ def test_lab_stack_resources_parents_and_plan(mocks):
         cluster.inventory.digests,
         gpu1.power_state,
         gpu1.boot_target,
+        gpu1.server,
     ).apply(check)
 
 
@@ -157,7 +166,8 @@ def test_lab_resource_counts_and_order(mocks):
 
     def check(_: Any) -> None:
         types = [a.typ for a in mocks.created]
-        assert types.count("pulumi-python:dynamic/redfish:SystemInventory") == 7
+        # two Redfish resources per server: the power resource reads the system's inventory
+        assert not any("SystemInventory" in t for t in types)
         assert types.count("pulumi-python:dynamic/redfish:BootOverride") == 7
         assert types.count("pulumi-python:dynamic/redfish:PowerState") == 7
         assert types.count("pulumi-python:dynamic/inventory:InventoryFiles") == 1
@@ -189,9 +199,9 @@ def test_example_ib_bios_media_overrides(mocks):
     cluster = build_cluster(settings)
     n = len(load_cluster(REPO / "inventories" / "example-ib").nodes)
     assert len(cluster.nodes) == n
-    _check_node(cluster.nodes["gpu001"], "gpu001", {"inventory", "media", "bios", "boot", "power"})
-    _check_node(cluster.nodes["head01"], "head01", {"inventory", "boot", "power"})
-    _check_node(cluster.nodes["gpu002"], "gpu002", {"inventory", "bios", "boot", "power"})
+    _check_node(cluster.nodes["gpu001"], "gpu001", {"media", "bios", "boot", "power"})
+    _check_node(cluster.nodes["head01"], "head01", {"boot", "power"})
+    _check_node(cluster.nodes["gpu002"], "gpu002", {"bios", "boot", "power"})
 
     def check(_: Any) -> None:
         types = [a.typ for a in mocks.created]
@@ -212,11 +222,11 @@ def test_no_password_in_any_resource(mocks):
 
     cluster = build_cluster(_settings("lab"))
     redfish = [c for n in cluster.nodes.values() for c in n._childResources]
-    assert len(redfish) == 21
+    assert len(redfish) == 14  # boot and power for each of the 7 servers
 
     def check(_: Any) -> None:
         created = [a for a in mocks.created if "redfish:" in a.typ]
-        assert len(created) == 21
+        assert len(created) == 14
         for a in created:
             assert a.inputs["bmc"]["password_ref"] == {"env": "GPUFLEET_LAB_BMC_PASSWORD"}, a.name
             assert "password" not in a.inputs, a.name

@@ -4,11 +4,18 @@ Type token `gpufleet:baremetal:BareMetalNode`.
 
 Children (all dynamic resources of gpufleet.infra.providers, parent=self):
 
-    <node>-inventory  SystemInventory   read: manufacturer, model, serial, BIOS, CPU, memory, power
     <node>-media      VirtualMedia      only with an installer URL: the image in the virtual CD
     <node>-bios       BiosSettings      only with BIOS attributes: staged, pending until reboot
     <node>-boot       BootOverride      boot source override (after media and BIOS)
-    <node>-power      PowerState        the desired power state, polled until reached (last)
+    <node>-power      PowerState        the desired power state, polled until reached (last);
+                                        it also reads the system: make, model, serial, BIOS
+                                        version, CPU, memory (`system`)
+
+Two Redfish resources per server in the usual case: every resource costs the SDK, the
+engine and the provider work on every preview (docs/pulumi.md, "Where the time goes"),
+so the system's inventory is read by the power resource, which reads the system anyway,
+rather than by a resource of its own (states written before hold a `<node>-inventory`
+resource; the next `up` deletes it, which touches no BMC).
 
 The order matters on a real server: the installer image and the boot override
 must be in place before the node is powered on, or it boots the old way.
@@ -25,7 +32,6 @@ from gpufleet.infra.providers import (
     BiosSettings,
     BootOverride,
     PowerState,
-    SystemInventory,
     VirtualMedia,
 )
 from gpufleet.infra.settings import BmcOptions, NodeOptions
@@ -56,11 +62,16 @@ class BareMetalNodeArgs:
         }
 
 
+# What `pulumi stack output servers` shows per server (BareMetalNode.server).
+SERVER_KEYS = ("manufacturer", "model", "serial_number", "bios_version")
+
+
 class BareMetalNode(pulumi.ComponentResource):
-    manufacturer: pulumi.Output[str]
-    model: pulumi.Output[str]
-    serial_number: pulumi.Output[str]
-    bios_version: pulumi.Output[str]
+    # One object per server: the inventory's make, model, serial and BIOS version, the power
+    # state reached and the boot target. One output, not six, per server: each output costs
+    # the SDK and the engine work per resource (docs/pulumi.md, "Where the time goes").
+    server: pulumi.Output[dict[str, Any]]
+    system: pulumi.Output[dict[str, Any]]  # everything the power resource read
     power_state: pulumi.Output[str]
     boot_target: pulumi.Output[str]
 
@@ -73,7 +84,6 @@ class BareMetalNode(pulumi.ComponentResource):
         adopt = o.adopt  # create reads what the BMC holds and writes nothing (providers.py)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.inventory = SystemInventory(f"{name}-inventory", conn, adopt=adopt, opts=child)
         before_power: list[pulumi.Resource] = []
         self.media: VirtualMedia | None = None
         if o.installer_url:
@@ -108,23 +118,25 @@ class BareMetalNode(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*before_power, self.boot]),
         )
 
-        self.manufacturer = self.inventory.manufacturer
-        self.model = self.inventory.model
-        self.serial_number = self.inventory.serial_number
-        self.bios_version = self.inventory.bios_version
+        self.system = self.power.system
         self.power_state = self.power.reached
         self.boot_target = self.boot.target
-        self.register_outputs(
-            {
-                "manufacturer": self.manufacturer,
-                "model": self.model,
-                "serial_number": self.serial_number,
-                "bios_version": self.bios_version,
-                "cpu_count": self.inventory.cpu_count,
-                "memory_gib": self.inventory.memory_gib,
-                "power_state": self.power_state,
-                "boot_target": self.boot_target,
-                "bios_pending": self.bios.pending if self.bios else {},
-                "installer_image": self.media.image if self.media else "",
-            }
+        self.server = pulumi.Output.all(self.system, self.power_state, self.boot_target).apply(
+            _server
         )
+        outputs: dict[str, Any] = {"server": self.server}
+        if self.bios:
+            outputs["bios_pending"] = self.bios.pending
+        if self.media:
+            outputs["installer_image"] = self.media.image
+        self.register_outputs(outputs)
+
+
+def _server(values: list[Any]) -> dict[str, Any]:
+    system, power_state, boot_target = values
+    system = system or {}
+    return {
+        **{k: system.get(k, "") for k in SERVER_KEYS},
+        "power_state": power_state,
+        "boot_target": boot_target,
+    }

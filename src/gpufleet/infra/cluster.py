@@ -75,17 +75,4 @@ def export(cluster: Cluster) -> None:
     pulumi.export("addresses", cluster.plan.nodes)
     pulumi.export("vips", cluster.vips.vips)
     pulumi.export("hosts_file", cluster.inventory.hosts_file)
-    pulumi.export(
-        "servers",
-        {
-            name: {
-                "manufacturer": n.manufacturer,
-                "model": n.model,
-                "serial_number": n.serial_number,
-                "bios_version": n.bios_version,
-                "power_state": n.power_state,
-                "boot_target": n.boot_target,
-            }
-            for name, n in cluster.nodes.items()
-        },
-    )
+    pulumi.export("servers", {name: n.server for name, n in cluster.nodes.items()})

@@ -17,6 +17,16 @@ from gpufleet.model import Cluster as Model
 from gpufleet.plan import plan_dict
 
 
+def plain_output(value: Any) -> pulumi.Output[Any]:
+    """An Output holding plain data (no Output inside) as one value.
+
+    `Output.from_input` unwraps dicts and lists deeply, one Output per nested value: for
+    the address plan of 1,024 servers that was about 64,000 Outputs, each a task and a
+    check for unknowns, on every preview. The value of an apply is taken as it is.
+    """
+    return pulumi.Output.from_input(None).apply(lambda _: value)
+
+
 @dataclass(frozen=True)
 class AddressPlanArgs:
     cluster: Model
@@ -35,8 +45,8 @@ class AddressPlan(pulumi.ComponentResource):
         nodes = {n.pop("name"): n for n in data["nodes"]}
         self.site = pulumi.Output.from_input(data["site"])
         self.domain = pulumi.Output.from_input(data["domain"])
-        self.subnets = pulumi.Output.from_input(data["subnets"])
-        self.nodes = pulumi.Output.from_input(nodes)
+        self.subnets = plain_output(data["subnets"])
+        self.nodes = plain_output(nodes)
         self.register_outputs(
             {"site": self.site, "domain": self.domain, "subnets": self.subnets, "nodes": self.nodes}
         )
@@ -65,5 +75,5 @@ class LoadBalancerVips(pulumi.ComponentResource):
             }
             for v in args.cluster.vips
         ]
-        self.vips = pulumi.Output.from_input(vips)
+        self.vips = plain_output(vips)
         self.register_outputs({"vips": self.vips})

@@ -4,11 +4,16 @@ One resource per concern, so a preview shows exactly what will change on a serve
 
 | resource | create / update | delete |
 |---|---|---|
-| SystemInventory | reads make, model, serial, BIOS version, CPU, memory, power | nothing |
 | BootOverride    | sets BootSourceOverride target/enabled/mode | restores the override it found |
-| PowerState      | resets On/Off, polls until reached or timeout | nothing (see below) |
+| PowerState      | resets On/Off, polls until reached; reads the system | nothing (see below) |
 | BiosSettings    | stages the named attributes (pending until reboot) | nothing (see below) |
 | VirtualMedia    | inserts the image into the virtual CD | ejects it if still inserted |
+
+PowerState also records what the BMC reports about the system (make, model, serial,
+BIOS version, CPU, memory, UUID) as one output object, `system`: the power resource
+reads the system anyway, and a resource of its own per server for that read cost the
+SDK, the engine and the provider work on every preview. SystemInventoryProvider stays
+for the `<node>-inventory` resources of states written before.
 
 Delete choices: the boot override and the virtual media are restored/ejected,
 which is harmless. Power is left as it is: `pulumi destroy` means "stop
@@ -82,6 +87,19 @@ CONNECTION = (
     "backoff",
 )
 REPLACE_ON = ("node", "url")
+# The keys of SystemInventory's `system` object (gpufleet.infra.redfish.read_inventory).
+INVENTORY = (
+    "manufacturer",
+    "model",
+    "serial_number",
+    "bios_version",
+    "cpu_count",
+    "cpu_model",
+    "memory_gib",
+    "power_state",
+    "system_id",
+    "system_uuid",
+)
 
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN
 
@@ -239,19 +257,26 @@ class _RedfishProvider(ResourceProvider):
 
 
 class SystemInventoryProvider(_RedfishProvider):
+    """The `<node>-inventory` resource of states written before PowerState carried `system`.
+
+    The stack no longer declares it (the power resource reads the same system), so the next
+    `pulumi up` deletes it, which changes nothing at the BMC. The class stays so that those
+    states can still be refreshed and deleted: their resources name it as their provider.
+    """
+
     KIND = "inventory"
 
+    def _outs(self, props: dict[str, Any]) -> dict[str, Any]:
+        return {**self._inputs(props), **rf.read_inventory(self._endpoint(props))}
+
     def create(self, props: dict[str, Any]) -> CreateResult:
-        inv = rf.read_inventory(self._endpoint(props))
-        return CreateResult(self._id(props), {**self._inputs(props), **inv})
+        return CreateResult(self._id(props), self._outs(props))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        inv = rf.read_inventory(self._endpoint(news))
-        return UpdateResult({**self._inputs(news), **inv})
+        return UpdateResult(self._outs(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        inv = rf.read_inventory(self._endpoint(props))
-        return ReadResult(id_, {**self._inputs(props), **inv})
+        return ReadResult(id_, self._outs(props))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None  # reading changed nothing
@@ -374,22 +399,25 @@ class PowerStateProvider(_RedfishProvider):
             outs = self._adopted(props)
             return CreateResult(self._id(props), {**outs, "previous_state": outs["reached"]})
         before, reached = self._apply(props)
+        system = rf.read_inventory(self._endpoint(props))
         outs = {**self._inputs(props), "previous_state": before, "reached": reached}
-        return CreateResult(self._id(props), outs)
+        return CreateResult(self._id(props), {**outs, "system": system})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         previous = olds.get("previous_state") or ""
         if not self._managed_changed(olds, news):  # connection values only: no power action
             reached = olds.get("reached") or ""
-            return UpdateResult(
-                {**self._inputs(news), "previous_state": previous, "reached": reached}
-            )
+            outs = {**self._inputs(news), "previous_state": previous, "reached": reached}
+            return UpdateResult({**outs, "system": olds.get("system")})
         _before, reached = self._apply(news)
-        return UpdateResult({**self._inputs(news), "previous_state": previous, "reached": reached})
+        system = rf.read_inventory(self._endpoint(news))
+        outs = {**self._inputs(news), "previous_state": previous, "reached": reached}
+        return UpdateResult({**outs, "system": system})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        live = rf.read_power(self._endpoint(props))
-        outs = {**self._inputs(props), "reached": live}
+        system = rf.read_inventory(self._endpoint(props))
+        live = system["power_state"]
+        outs = {**self._inputs(props), "reached": live, "system": system}
         if live in rf.POWER_STATES:
             outs["state"] = live  # drift: the next update drives it back
         return ReadResult(id_, outs)
@@ -490,41 +518,6 @@ class VirtualMediaProvider(_RedfishProvider):
 # --- the resources ---------------------------------------------------------------------------
 
 
-class SystemInventory(Resource, module="redfish", name="SystemInventory"):
-    manufacturer: pulumi.Output[str]
-    model: pulumi.Output[str]
-    serial_number: pulumi.Output[str]
-    bios_version: pulumi.Output[str]
-    cpu_count: pulumi.Output[int | None]
-    cpu_model: pulumi.Output[str]
-    memory_gib: pulumi.Output[int | None]
-    power_state: pulumi.Output[str]
-
-    OUTPUTS: ClassVar[tuple[str, ...]] = (
-        "manufacturer",
-        "model",
-        "serial_number",
-        "bios_version",
-        "cpu_count",
-        "cpu_model",
-        "memory_gib",
-        "power_state",
-        "system_id",
-        "system_uuid",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        connection: dict[str, Any],
-        *,
-        adopt: bool = False,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        props = {"bmc": dict(connection), "adopt": adopt, **dict.fromkeys(self.OUTPUTS)}
-        super().__init__(SystemInventoryProvider(), name, props, opts)
-
-
 class BootOverride(Resource, module="redfish", name="BootOverride"):
     target: pulumi.Output[str]
     enabled: pulumi.Output[str]
@@ -562,6 +555,8 @@ class PowerState(Resource, module="redfish", name="PowerState"):
     state: pulumi.Output[str]
     reached: pulumi.Output[str]
     previous_state: pulumi.Output[str]
+    # What the BMC reports about the system (INVENTORY keys), read with the power state.
+    system: pulumi.Output[dict[str, Any]]
 
     def __init__(
         self,
@@ -584,6 +579,7 @@ class PowerState(Resource, module="redfish", name="PowerState"):
             "poll_interval": poll_interval,
             "reached": None,
             "previous_state": None,
+            "system": None,
         }
         super().__init__(PowerStateProvider(), name, props, opts)
 
