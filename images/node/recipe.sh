@@ -42,6 +42,28 @@ for unit in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-ker
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
 
+# /sys read-only, as systemd's container interface asks (systemd.io/CONTAINER_INTERFACE): the
+# containers are privileged, so podman mounts it read-write, and systemd-networkd (which the
+# fabric_rails role uses for the rails) then waits for a udev that is masked above and never
+# initialises a link. A read-only bind remount changes this container's mount only.
+cat > "$rootfs/etc/systemd/system/gpufleet-sysfs-ro.service" <<'UNIT'
+[Unit]
+Description=Mount /sys read-only, as in any container (systemd's container interface)
+DefaultDependencies=no
+Before=sysinit.target systemd-networkd.service
+ConditionPathIsReadWrite=/sys
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount -o remount,bind,ro /sys
+RemainAfterExit=yes
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+mkdir -p "$rootfs/etc/systemd/system/sysinit.target.wants"
+ln -sf ../gpufleet-sysfs-ro.service "$rootfs/etc/systemd/system/sysinit.target.wants/gpufleet-sysfs-ro.service"
+
 # Keep the image small: no docs or caches. The apt lists stay, as on a freshly
 # installed server.
 rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* \
