@@ -224,6 +224,51 @@ def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
         assert unknown.returncode == 2 and "no recording" in unknown.stderr
 
 
+def _fabric(site: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _gpufleet("lab", "converge", "--site", str(site), "--playbook", "playbooks/fabric.yml",
+                     env=env)  # fmt: skip
+
+
+def _fault(site: Path, env: dict[str, str], *args: str) -> None:
+    run = _gpufleet("lab", "fault", *args, "--site", str(site), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_rails_reach_every_peer_and_faults_are_named(lab_site):
+    """playbooks/fabric.yml on the lab: every node pings every rail peer at the rail MTU with
+    don't-fragment set, sourced from the rail (policy routing); `lab fault` takes a rail down
+    and swaps two cables, and the checks name the node, the rail and the swap."""
+    site, env, _, _ = lab_site
+    lab, cluster = core.open_lab(site)
+    ok = _fabric(site, env)
+    assert ok.returncode == 0, ok.stdout[-5000:] + ok.stderr
+    gpu1 = next(n for n in cluster.nodes if n.name == "gpu1")
+    rules = core.ssh(lab, cluster.site.ssh_user, str(gpu1.frontend.address), "ip", "rule").stdout
+    for rail in gpu1.rails:
+        assert f"from {rail.address} lookup {100 + rail.rail}" in rules, rules
+
+    gpu2 = next(n for n in cluster.nodes if n.name == "gpu2")
+    _fault(site, env, "gpu2", "--rail-down", "1")
+    down = _fabric(site, env)
+    assert down.returncode != 0
+    dev = gpu2.rails[1].netdev
+    assert f"gpu2: rail 1: {dev} is down" in down.stdout, down.stdout[-5000:]
+    assert f"gpu1 rail 1: gpu2 ({gpu2.rails[1].address}) does not answer on rail 1" in down.stdout
+    _fault(site, env, "gpu2", "--clear")
+
+    _fault(site, env, "gpu2", "--swap-rails")
+    swapped = _fabric(site, env)
+    assert swapped.returncode != 0
+    for r, s in ((0, 1), (1, 0)):
+        assert f"gpu2's rail {r} interface hears the peers of rail {s}" in swapped.stdout, (
+            swapped.stdout[-5000:]
+        )
+    assert "(rails swapped)" in swapped.stdout
+    _fault(site, env, "gpu2", "--clear")
+    again = _fabric(site, env)
+    assert again.returncode == 0, again.stdout[-5000:]
+
+
 def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):
     """`lab down` after `up --no-power-on`, `pulumi-up`, `up` (what `make lab` runs): exit 0,
     podman as before, and no state left, the lab stack's Pulumi state included (reset, so the

@@ -1,4 +1,4 @@
-"""`gpufleet lab up | status | down | converge`."""
+"""`gpufleet lab up | status | down | converge | fault`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.lab import core
+from gpufleet.errors import UserError
+from gpufleet.lab import core, faults
 from gpufleet.lab.converge import converge
 
 lab_app = typer.Typer(help="The lab: container nodes with emulated BMCs on this machine.")
@@ -63,10 +64,37 @@ def down_cmd(site: Path = SITE) -> None:
 
 
 @lab_app.command("converge")
-def converge_cmd(site: Path = SITE) -> None:
-    """Run site.yml against the lab and print the summary table."""
-    if not converge(site):
+def converge_cmd(
+    site: Path = SITE,
+    playbook: str = typer.Option(
+        "site.yml", "--playbook", help="a playbook of this repository, e.g. playbooks/fabric.yml"
+    ),
+) -> None:
+    """Run site.yml (or one phase's playbook) against the lab and print the summary table."""
+    if not converge(site, playbook):
         raise typer.Exit(1)
+
+
+@lab_app.command("fault")
+def fault_cmd(
+    node: str = typer.Argument(..., help="the lab node to break"),
+    site: Path = SITE,
+    rail_down: int | None = typer.Option(None, "--rail-down", help="take rail N's interface down"),
+    swap_rails: bool = typer.Option(False, "--swap-rails", help="swap the cables of rails 0 and 1"),
+    clear: bool = typer.Option(False, "--clear", help="undo every fault set on the node"),
+) -> None:
+    """Inject a fault into a lab node (the layer's checks must find it), or clear them."""
+    chosen = [x for x in (rail_down is not None, swap_rails, clear) if x]
+    if len(chosen) != 1:
+        raise UserError("give exactly one of --rail-down N, --swap-rails, --clear")
+    console = Console()
+    say = lambda m: console.print(f"[bold]lab fault:[/] {m}")  # noqa: E731
+    if clear:
+        faults.clear(str(site), node, say)
+    elif swap_rails:
+        faults.swap_rails(str(site), node, say)
+    else:
+        faults.rail_down(str(site), node, int(rail_down or 0), say)
 
 
 def register(app: typer.Typer) -> None:

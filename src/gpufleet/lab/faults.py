@@ -1,0 +1,126 @@
+"""`gpufleet lab fault NODE --<fault>`: break a lab node the way real hardware breaks.
+
+Each layer adds the faults it needs here, and proves that its checks notice. The fabric's:
+
+  --rail-down N   rail N's interface of the node goes down (a dead NIC port or cable)
+  --swap-rails    the node's first two rails swap cables: each rail's NIC, with its own
+                  config, now sits on the other rail's network
+  --clear         undo every fault set on the node
+
+A swap is emulated by renaming the two interfaces (the container's NIC that is on rail 1's
+podman network takes rail 0's name, so the rail config for rail 0 lands on it) and letting
+systemd-networkd configure them again by name, as a re-cabled server would be. Faults are
+recorded in the lab state, so `--clear` knows what to undo and `status` can show them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpufleet.errors import UserError
+from gpufleet.lab import core
+from gpufleet.lab import podman as pm
+from gpufleet.model import Cluster, Node
+
+Say = core.Say
+
+
+def _path(lab: core.Lab) -> Any:
+    return lab.state_dir / "faults.json"
+
+
+def load(lab: core.Lab) -> dict[str, list[dict[str, Any]]]:
+    path = _path(lab)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(lab: core.Lab, faults: dict[str, list[dict[str, Any]]]) -> None:
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    _path(lab).write_text(json.dumps(faults, indent=2, sort_keys=True))
+
+
+def _node(cluster: Cluster, name: str) -> Node:
+    for node in cluster.nodes:
+        if node.name == name:
+            return node
+    names = ", ".join(n.name for n in cluster.nodes)
+    raise UserError(f"no node {name!r} in this lab (nodes: {names})")
+
+
+def _netdev(node: Node, rail: int) -> str:
+    if not 0 <= rail < len(node.rails):
+        raise UserError(f"{node.name} has rails 0-{len(node.rails) - 1}, not rail {rail}")
+    dev = node.rails[rail].netdev
+    if dev is None:
+        raise UserError(f"{node.name}'s profile names no netdev for rail {rail}")
+    return dev
+
+
+def _running(lab: core.Lab, node: Node) -> str:
+    name = lab.container(node.name)
+    if not pm.is_running(name):
+        raise UserError(f"{node.name} is not running (power it on: `gpufleet lab up`)")
+    return name
+
+
+def _sh(container: str, script: str) -> None:
+    pm.exec_in(container, "bash", "-euc", script)
+
+
+def _rename_swap(container: str, a: str, b: str) -> None:
+    """Swap the names of two links (and let networkd configure each again by its name)."""
+    _sh(
+        container,
+        f"ip link set {a} down; ip link set {b} down; "
+        f"ip link set {a} name gpf-swap; ip link set {b} name {a}; ip link set gpf-swap name {b}; "
+        f"ip -4 addr flush dev {a}; ip -4 addr flush dev {b}; "
+        f"ip link set {a} up; ip link set {b} up; "
+        f"if systemctl -q is-active systemd-networkd; then networkctl reconfigure {a} {b}; fi",
+    )
+
+
+def rail_down(site: str, node_name: str, rail: int, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
+    dev = _netdev(node, rail)
+    container = _running(lab, node)
+    _sh(container, f"ip link set {dev} down")
+    faults = load(lab)
+    faults.setdefault(node.name, []).append({"fault": "rail-down", "rail": rail, "netdev": dev})
+    _save(lab, faults)
+    say(f"{node.name}: rail {rail} ({dev}) is down")
+
+
+def swap_rails(site: str, node_name: str, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
+    if len(node.rails) < 2:
+        raise UserError(f"{node.name} has {len(node.rails)} rail(s): nothing to swap")
+    a, b = _netdev(node, 0), _netdev(node, 1)
+    container = _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == "swap-rails" for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name}: rails 0 and 1 are already swapped (--clear first)")
+    _rename_swap(container, a, b)
+    faults.setdefault(node.name, []).append({"fault": "swap-rails", "netdevs": [a, b]})
+    _save(lab, faults)
+    say(f"{node.name}: rails 0 and 1 swapped ({a} is now on rail 1's network, {b} on rail 0's)")
+
+
+def clear(site: str, node_name: str, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
+    faults = load(lab)
+    mine = faults.pop(node.name, [])
+    if not mine:
+        say(f"{node.name}: no faults set")
+        return
+    container = _running(lab, node)
+    for fault in reversed(mine):
+        if fault["fault"] == "rail-down":
+            _sh(container, f"ip link set {fault['netdev']} up")
+        elif fault["fault"] == "swap-rails":
+            _rename_swap(container, *fault["netdevs"])
+        say(f"{node.name}: cleared {fault['fault']}")
+    _save(lab, faults)
