@@ -449,8 +449,10 @@ def select_rails(
          member, not a LAG device (mlx5_bond_N): a bonded port is never a rail;
       3. only while more candidates than rails remain: drop ports that are down (the unused
          second port of a dual-port card); then ports below the profile `rate` (e.g. 100G
-         front-end cards beside the 400G rails). A rail that is down is kept when it is needed
-         to make up the count, so the port checks report it instead of a rail going missing.
+         front-end cards beside the 400G rails); then ports of another CA type than the ports
+         at the profile rate (so a rail that trained slower stays a rail). A rail that is down
+         or slow is kept when it is needed to make up the count, so the port checks report it
+         instead of a rail going missing.
     The count must then equal `rails`, else RailSelectionError says what was found.
     Rail order: the plan's netdevs; else GPU affinity from `nvidia-smi topo -m` (rail r is
     the NIC nearest GPU r, NVIDIA's rail-optimized design) when it names one NIC per GPU;
@@ -528,6 +530,18 @@ def select_rails(
                     {"key": k, "why": f"rate {ports[k]['rate']} below the rails' {rate}"}
                 )
             candidates = [k for k in candidates if k not in slow]
+    if len(candidates) > rails and rate is not None:
+        # A rail that trained slower is still a rail: the ports of the NIC model that runs at
+        # the profile rate (ConnectX-7 MT4129 beside 100G ConnectX-6 Dx MT4125 cards).
+        models = {ports[k].get("ca_type") for k in candidates if ports[k].get("rate") == rate}
+        model = models.pop() if len(models) == 1 else None
+        same = [k for k in candidates if model and ports[k].get("ca_type") == model]
+        if len(same) == rails:
+            for k in candidates:
+                if k not in same:
+                    why = f"CA type {ports[k].get('ca_type')}, the rails are {model}"
+                    excluded.append({"key": k, "why": why})
+            candidates = same
     if len(candidates) != rails:
         found = ", ".join(candidates) or "none"
         raise RailSelectionError(
