@@ -843,15 +843,15 @@ def sysfs_rdma(root: str = "/sys") -> tuple[list[dict[str, Any]], dict[str, dict
 def collect(params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys") -> dict[str, Any]:
     """Everything the module returns, from the node's tools and sysfs.
 
-    run(argv) -> (rc, stdout, stderr); find(name) -> path or None (AnsibleModule's
-    run_command and get_bin_path on the node; fakes in the unit tests).
+    run(argv) -> (rc, stdout, stderr); find(name or path) -> an executable path or None
+    (AnsibleModule's run_command and get_bin_path on the node; fakes in the unit tests).
     """
     tools: dict[str, str] = {}
     failures: list[str] = []
     node = params.get("node_name") or "this node"
 
     def output(name: str, argv: list[str]) -> str | None:
-        path = argv[0] if "/" in argv[0] else find(argv[0])
+        path = find(argv[0])
         if not path:
             tools[name] = f"not found ({argv[0]}; package: {PACKAGES[name]})"
             return None
@@ -961,10 +961,21 @@ def main() -> None:  # pragma: no cover - runs on the node
     )
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        rc, out, err = module.run_command(argv)
+        try:
+            rc, out, err = module.run_command(argv, handle_exceptions=False)
+        except OSError as exc:  # e.g. not executable: a failed tool, not a failed module
+            return 127, "", str(exc)
         return rc, out, err
 
-    module.exit_json(**collect(module.params, run, lambda name: module.get_bin_path(name)))
+    def find(name: str) -> str | None:
+        import os
+
+        if "/" in name:
+            return name if os.access(name, os.X_OK) else None
+        found = module.get_bin_path(name)
+        return str(found) if found else None
+
+    module.exit_json(**collect(module.params, run, find))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _judge(text: str, fabric: str, node: str = "gpu1"):
     [(IBSTAT_IB, "infiniband"), (IBSTAT_IB_ETH_DOWN, "infiniband"), (IBSTAT_ROCE, "roce")],
 )
 def test_healthy_recordings_pass(name, fabric):
-    rails, results = _judge(recorded(name), fabric)
+    _, results = _judge(recorded(name), fabric)
     assert failure_lines(results) == []
     # Every rail judged on presence, state, rate and link layer: 8 x 4 results, all pass.
     assert len(results) == 32
@@ -92,7 +92,7 @@ def test_constructed_rail_at_a_lower_rate_fails_naming_it():
 def test_constructed_ib_rail_at_200_fails_naming_it():
     # CONSTRUCTED: the healthy IB recording with mlx5_9 at 200 (HDR speed on an NDR fabric).
     text = _vary(recorded(IBSTAT_IB), "mlx5_9", "Rate: 400", "Rate: 200")
-    rails, results = _judge(text, "infiniband", node="gpu4")
+    _, results = _judge(text, "infiniband", node="gpu4")
     assert failure_lines(results) == ["gpu4 rail 7 mlx5_9:1: rate 200, expected 400"]
 
 

@@ -289,15 +289,15 @@ def test_render_refusals():
         render_nccl_conf([], **ok)
     with pytest.raises(NcclConfigError, match="ibp24s0 is a rail interface, not the front end"):
         render_nccl_conf(rails, **{**ok, "socket_ifname": "ibp24s0"})
-    with pytest.raises(NcclConfigError, match="RoCE settings .* for an InfiniBand fabric"):
+    with pytest.raises(NcclConfigError, match=r"RoCE settings .* for an InfiniBand fabric"):
         render_nccl_conf(rails, roce={"dscp": 26}, **ok)
     with pytest.raises(NcclConfigError, match="needs its QoS class"):
         render_nccl_conf(rails, **{**ok, "fabric_type": "roce"})
-    with pytest.raises(NcclConfigError, match="traffic class 104 carries DSCP 26, not .* 24"):
+    with pytest.raises(NcclConfigError, match=r"traffic class 104 carries DSCP 26, not .* 24"):
         render_nccl_conf(
             rails, roce={"dscp": 24, "traffic_class": 104}, **{**ok, "fabric_type": "roce"}
         )
-    with pytest.raises(NcclConfigError, match="is not MAJOR.MINOR.PATCH"):
+    with pytest.raises(NcclConfigError, match=r"is not MAJOR\.MINOR\.PATCH"):
         render_nccl_conf(rails, **{**ok, "nccl": "latest"})
     with pytest.raises(NcclConfigError, match="not an absolute path"):
         render_nccl_conf(rails, topo_file="topo.xml", **ok)
