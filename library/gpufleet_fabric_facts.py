@@ -4,8 +4,9 @@
 Self-contained (Ansible ships this file alone to the node). The block between the BEGIN/END
 markers is a verbatim copy of src/gpufleet/fabric/node.py (parsers, rail selection, port
 checks; pure, tested there and here on outputs recorded on real H100 systems); refresh it
-with `python -m gpufleet.fabric.embed`, and tests/unit/test_fabric_module.py fails when the
-copy and the source differ. Below the block: reading the node (commands, sysfs) and main().
+with `python -m gpufleet.fabric.embed library/gpufleet_fabric_facts.py`;
+tests/unit/test_fabric_module.py fails when the copy and the source differ. Below the
+block: reading the node (commands, sysfs) and main().
 Read-only: it changes nothing, in check mode or not.
 """
 

@@ -45,9 +45,10 @@ PARAMS = {
 
 
 def test_module_carries_node_py_verbatim():
-    node = embed.NODE.read_text()
+    node = embed.node_source()
     text = MODULE_PATH.read_text()
-    assert embed.embedded(text, node) == text, "run: python -m gpufleet.fabric.embed"
+    assert embed.embedded(text, node) == text, f"run: python -m gpufleet.fabric.embed {MODULE_PATH}"
+    assert embed.main(["--check", str(MODULE_PATH)]) == 0
     # And the copy is a real one: changing node.py's block would change the module.
     changed = node.replace("def parse_ibstat(", "def parse_ibstat_(")
     assert embed.embedded(text, changed) != text

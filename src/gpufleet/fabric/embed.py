@@ -4,8 +4,8 @@ Ansible ships library/gpufleet_fabric_facts.py to the node alone, so the module 
 parsers and checks itself (as library/nvidia_gpu_facts.py does). The block between the
 BEGIN/END markers of node.py is the one source; this writes it into the module:
 
-    python -m gpufleet.fabric.embed            # rewrite the module's block
-    python -m gpufleet.fabric.embed --check    # exit 1 when they differ
+    python -m gpufleet.fabric.embed library/gpufleet_fabric_facts.py           # rewrite
+    python -m gpufleet.fabric.embed --check library/gpufleet_fabric_facts.py   # exit 1 if stale
 
 tests/unit/test_fabric_module.py runs the check.
 """
@@ -13,12 +13,17 @@ tests/unit/test_fabric_module.py runs the check.
 from __future__ import annotations
 
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 BEGIN = "# BEGIN gpufleet.fabric.node"
 END = "# END gpufleet.fabric.node"
-NODE = Path(__file__).with_name("node.py")
-MODULE = Path(__file__).resolve().parents[3] / "library" / "gpufleet_fabric_facts.py"
+USAGE = "usage: python -m gpufleet.fabric.embed [--check] library/gpufleet_fabric_facts.py"
+
+
+def node_source() -> str:
+    """The text of gpufleet/fabric/node.py, from the installed package."""
+    return files("gpufleet.fabric").joinpath("node.py").read_text(encoding="utf-8")
 
 
 def block(text: str, where: str) -> tuple[int, int]:
@@ -38,20 +43,22 @@ def embedded(module_text: str, node_text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    node_text = NODE.read_text()
-    module_text = MODULE.read_text()
-    new = embedded(module_text, node_text)
+    paths = [a for a in argv if a != "--check"]
+    if len(paths) != 1:
+        print(USAGE, file=sys.stderr)
+        return 2
+    module = Path(paths[0])
+    module_text = module.read_text(encoding="utf-8")
+    new = embedded(module_text, node_source())
     if "--check" in argv:
         if new != module_text:
-            print(
-                f"{MODULE}: node-side block differs from {NODE};"
-                " run python -m gpufleet.fabric.embed"
-            )
+            print(f"{module}: its node-side block differs from gpufleet/fabric/node.py; run")
+            print(f"python -m gpufleet.fabric.embed {module}")
             return 1
         return 0
     if new != module_text:
-        MODULE.write_text(new)
-        print(f"updated {MODULE}")
+        module.write_text(new, encoding="utf-8")
+        print(f"updated {module}")
     return 0
 
 

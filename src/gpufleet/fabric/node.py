@@ -4,7 +4,8 @@ Pure functions from command outputs to plain dicts (JSON-ready: Ansible returns 
 facts) and from facts to check results. Standard library only, and no import from the rest
 of gpufleet: the block between the BEGIN/END markers below is copied verbatim into the
 Ansible module library/gpufleet_fabric_facts.py, which Ansible ships to the node alone
-(as library/nvidia_gpu_facts.py is). `python -m gpufleet.fabric.embed` refreshes the copy;
+(as library/nvidia_gpu_facts.py is). Refresh the copy with
+`python -m gpufleet.fabric.embed library/gpufleet_fabric_facts.py`;
 tests/unit/test_fabric_module.py fails when the two differ.
 
 Parsers (each raises FabricParseError naming the line on input it does not understand):
