@@ -162,7 +162,8 @@ def test_roce_hgx_aihub0007_full_conf():
     # mlx5_10 (enp210s0f1np1) are Down: the second ports of dual-port cards; with 8 up
     # candidates left for 8 rails they are dropped. The same host's topo -m puts each GPU
     # behind one PIX NIC: GPU0-7 -> mlx5_0,1,2,5,6,7,8,11, which is the rail order (rail r =
-    # the NIC of GPU r) and every GPU-to-own-NIC link is PIX, so NCCL_NET_GDR_LEVEL=PIX.
+    # the NIC of GPU r). Every GPU-to-own-NIC link is PIX, within NCCL's default GDR level
+    # PXB, which is written explicitly: NCCL_NET_GDR_LEVEL=PXB.
     ports = merge_ports(ibdev2netdev=parse_ibdev2netdev(recorded(IBDEV_ROCE)))
     topo = parse_topo_nics(recorded(TOPO_ROCE))
     sel = select_rails(ports, fabric_type="roce", rails=8, exclude_netdevs=["bond0"], topo=topo)
@@ -211,9 +212,32 @@ def test_roce_hgx_aihub0007_full_conf():
         "# NCCL_IB_GID_INDEX not set: NCCL 2.26.2 (2.21 and later) picks the RoCE v2 GID"
         " itself.\n"
         "\n"
-        "# GPUDirect RDMA up to PIX: the farthest GPU-to-own-rail link in nvidia-smi topo -m.\n"
-        "NCCL_NET_GDR_LEVEL=PIX\n"
+        "# GPUDirect RDMA up to PXB: every GPU-to-own-rail link in nvidia-smi topo -m is PIX or"
+        " PXB (worst PIX); NCCL's default made explicit.\n"
+        "NCCL_NET_GDR_LEVEL=PXB\n"
     )
+
+
+def test_gdr_beyond_pxb_is_refused_unless_accepted():
+    # constructed: the aihub0007 matrix with GPU7's own NIC (mlx5_11) moved off its PCIe
+    # switch (PIX -> NODE), as a NIC in the wrong slot would show.
+    text = recorded(TOPO_ROCE)
+    row = next(line for line in text.splitlines() if line.startswith("GPU7\t"))
+    topo = parse_topo_nics(
+        text.replace(row, row[: row.rindex("PIX")] + "NODE" + row[row.rindex("PIX") + 3 :])
+    )
+    assert topo["gpus"][7]["mlx5_11"] == "NODE"
+    ports = merge_ports(ibdev2netdev=parse_ibdev2netdev(recorded(IBDEV_ROCE)))
+    sel = select_rails(ports, fabric_type="roce", rails=8, exclude_netdevs=["bond0"], topo=topo)
+    # GPU7 now has no single nearest NIC: the order falls back to the names (the same here).
+    assert sel["order"] == "HCA name (natural order)"
+    kwargs = {"fabric_type": "roce", "nccl": NCCL_ROCE, "socket_ifname": "bond0"}
+    with pytest.raises(NcclConfigError) as err:
+        render_nccl_conf(sel["rails"], roce=ROCE_CLASS, topo=topo, **kwargs)
+    assert str(err.value).startswith("GPUDirect RDMA would be off for GPU7-mlx5_11 NODE")
+    conf = render_nccl_conf(sel["rails"], roce=ROCE_CLASS, topo=topo, gdr_across_cpu=True, **kwargs)
+    # NODE (same NUMA node, across host bridges) is NCCL's PHB.
+    assert nccl_settings(conf)["NCCL_NET_GDR_LEVEL"] == "PHB"
 
 
 def test_roce_without_topo_orders_by_name_and_the_bond_alone_is_excluded():

@@ -15,7 +15,7 @@ gpufleet.fabric.node (also inside library/gpufleet_fabric_facts.py, which runs i
   failure_lines(results) -> [message, ...]
 gpufleet.fabric.nccl
   render_nccl_conf(rails, fabric_type=, nccl=, socket_ifname=, roce=, gid_index=, topo=,
-                   topo_file=, header=) -> the text of /etc/nccl.conf
+                   topo_file=, gdr_across_cpu=, header=) -> the text of /etc/nccl.conf
   roce_v2_gid_index(gids) -> int (only for NCCL older than 2.21)
 gpufleet.fabric.qos
   qos_settings(values) -> RoceQos (defaults + overrides, validated)

@@ -22,10 +22,13 @@ holds. Sources, all in NVIDIA's NCCL "Environment Variables" documentation (chec
   priority (NVIDIA's RoCE QoS guides: DSCP 26 on priority 3). InfiniBand has no DSCP:
   nothing is written there.
 - NCCL_NET_GDR_LEVEL: the farthest GPU-NIC PCI distance at which NCCL uses GPUDirect RDMA
-  (LOC, PIX, PXB, PHB, SYS). Written as the worst distance between a GPU and its own rail
-  NIC in `nvidia-smi topo -m`, so that every GPU's rail is within the level (PIX on an
-  HGX H100, each GPU behind the same PCIe switch as its NIC). Without a matrix NCCL's own
-  default stands and nothing is written.
+  (LOC, PIX, PXB, PHB, SYS; NCCL's default is PXB: src/graph/paths.cc, ncclTopoCheckGdr).
+  Derived from `nvidia-smi topo -m`: GPU r and the NIC of rail r. When every pair is PIX or
+  PXB (an HGX H100: each GPU behind the PCIe switch of its NIC) PXB is written, NCCL's own
+  default made explicit. A pair farther away (NODE, PHB, SYS) would silently run without
+  GPUDirect RDMA, so rendering stops with the GPU and NIC named, unless the caller accepts
+  GPUDirect across the CPU (`gdr_across_cpu`): then PHB (same NUMA node) or SYS is written.
+  Without a matrix nothing is written.
 - NCCL_TOPO_FILE: only when the caller asks for one (a profile that ships a topology XML).
 """
 
@@ -35,11 +38,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gpufleet.fabric.node import TOPO_LEVELS, nearest_gpu_nics
+from gpufleet.fabric.node import TOPO_LEVELS
 
-# NCCL_NET_GDR_LEVEL accepts these names (nearest first); topo -m's NODE sits between PHB
-# and SYS in its legend, and NCCL reads it as PHB (same NUMA node, across host bridges).
+# NCCL_NET_GDR_LEVEL names (NCCL "Environment Variables", NCCL_P2P_LEVEL/NCCL_NET_GDR_LEVEL):
+# topo -m's NODE (across host bridges within a NUMA node) is NCCL's PHB ("same NUMA node").
 _GDR_NAME = {"PIX": "PIX", "PXB": "PXB", "PHB": "PHB", "NODE": "PHB", "SYS": "SYS"}
+# NCCL's default GPUDirect RDMA level (src/graph/paths.cc, ncclTopoCheckGdr: PATH_PXB).
+GDR_DEFAULT = "PXB"
 
 # The first NCCL that selects the RoCE v2 GID itself (NCCL_IB_GID_INDEX default -1).
 AUTO_GID_SINCE = (2, 21)
@@ -83,13 +88,36 @@ def roce_v2_gid_index(gids: Sequence[Mapping[str, Any]]) -> int:
     raise NcclConfigError("no RoCE v2 GID with an IPv4 address: is the rail address configured?")
 
 
-def gdr_level(topo: Mapping[str, Any], rails: Sequence[Mapping[str, Any]]) -> str | None:
-    """The worst link between a GPU and its nearest rail NIC, as an NCCL_NET_GDR_LEVEL name."""
-    nearest = nearest_gpu_nics(topo, [str(r["hca"]) for r in rails])
-    if not nearest:
+def gdr_level(
+    topo: Mapping[str, Any], rails: Sequence[Mapping[str, Any]], *, across_cpu: bool = False
+) -> tuple[str, str] | None:
+    """(NCCL_NET_GDR_LEVEL, why) from the link between GPU r and the NIC of rail r.
+
+    None when the matrix does not hold those pairs (no GPU rows or no NIC columns).
+    Raises NcclConfigError when a pair is beyond PXB and across_cpu is False.
+    """
+    gpus = {int(g): links for g, links in topo.get("gpus", {}).items()}
+    pairs = []
+    for r in rails:
+        links = gpus.get(int(r["rail"]))
+        if links is None or str(r["hca"]) not in links:
+            return None
+        pairs.append((int(r["rail"]), str(r["hca"]), links[str(r["hca"])]))
+    if not pairs:
         return None
-    worst = max(TOPO_LEVELS.index(level) for _, level in nearest.values())
-    return _GDR_NAME[TOPO_LEVELS[worst]]
+    worst = max(pairs, key=lambda p: TOPO_LEVELS.index(p[2]))
+    if TOPO_LEVELS.index(worst[2]) <= TOPO_LEVELS.index(GDR_DEFAULT):
+        return GDR_DEFAULT, (
+            f"every GPU-to-own-rail link in nvidia-smi topo -m is PIX or PXB (worst {worst[2]});"
+            " NCCL's default made explicit"
+        )
+    far = ", ".join(f"GPU{g}-{h} {lv}" for g, h, lv in pairs if lv not in ("PIX", "PXB"))
+    if not across_cpu:
+        raise NcclConfigError(
+            f"GPUDirect RDMA would be off for {far} (NCCL enables it up to PXB): check the"
+            " rail cabling/slots, or pass gdr_across_cpu to allow it across the CPU"
+        )
+    return _GDR_NAME[worst[2]], f"asked to allow GPUDirect RDMA across the CPU for {far}"
 
 
 def render_nccl_conf(
@@ -102,6 +130,7 @@ def render_nccl_conf(
     gid_index: int | None = None,
     topo: Mapping[str, Any] | None = None,
     topo_file: str | None = None,
+    gdr_across_cpu: bool = False,
     header: str = "",
 ) -> str:
     """The text of /etc/nccl.conf, every setting under a comment with its reason.
@@ -115,7 +144,9 @@ def render_nccl_conf(
       DSCP << 2 (26 -> 104).
     gid_index: on RoCE with NCCL < 2.21, the RoCE v2 GID index (roce_v2_gid_index()); it is
       required there and refused from 2.21 on, where NCCL picks the GID itself.
-    topo: parse_topo_nics() output, for NCCL_NET_GDR_LEVEL; topo_file: NCCL_TOPO_FILE path.
+    topo: parse_topo_nics() output, for NCCL_NET_GDR_LEVEL (rails in rail order: GPU r is
+      paired with rail r); gdr_across_cpu: accept GPU-NIC pairs beyond PXB (see gdr_level).
+    topo_file: NCCL_TOPO_FILE path, written only when given.
     header: first lines (e.g. Ansible's managed marker), written as comments.
     Raises NcclConfigError on inconsistent input.
     """
@@ -192,13 +223,12 @@ def render_nccl_conf(
             ]
     elif roce is not None or gid_index is not None:
         raise NcclConfigError("RoCE settings (roce, gid_index) given for an InfiniBand fabric")
-    level = gdr_level(topo, rails) if topo else None
-    if level is not None:
+    gdr = gdr_level(topo, rails, across_cpu=gdr_across_cpu) if topo else None
+    if gdr is not None:
         out += [
             "",
-            f"# GPUDirect RDMA up to {level}: the farthest GPU-to-own-rail link in"
-            " nvidia-smi topo -m.",
-            f"NCCL_NET_GDR_LEVEL={level}",
+            f"# GPUDirect RDMA up to {gdr[0]}: {gdr[1]}.",
+            f"NCCL_NET_GDR_LEVEL={gdr[0]}",
         ]
     if topo_file:
         if not topo_file.startswith("/") or any(c.isspace() for c in topo_file):
