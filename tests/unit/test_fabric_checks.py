@@ -27,6 +27,7 @@ from gpufleet.fabric.node import (
     merge_ports,
     parse_ibstat,
     parse_ibv_devinfo,
+    pcie_generation,
     select_rails,
 )
 
@@ -157,11 +158,17 @@ def test_pcie_width_and_speed():
         },
     )
     rails = [{"rail": 0, "hca": "mlx5_0", "port": 1}, {"rail": 1, "hca": "mlx5_1", "port": 1}]
-    results = check_ports("gpu7", ports, rails, pcie_width=16, pcie_speed="32.0 GT/s PCIe")
+    results = check_ports("gpu7", ports, rails, pcie_width=16, pcie_gen=5)
     assert failure_lines(results) == [
         "gpu7 rail 1 mlx5_1:1: PCIe link width 8, expected 16",
-        "gpu7 rail 1 mlx5_1:1: PCIe link speed 16.0 GT/s PCIe, expected 32.0 GT/s PCIe",
+        "gpu7 rail 1 mlx5_1:1: PCIe link gen 4 (16.0 GT/s PCIe), expected 5",
     ]
+    assert [pcie_generation(s) for s in ("2.5 GT/s PCIe", "8.0 GT/s PCIe", "64.0 GT/s")] == [
+        1,
+        3,
+        6,
+    ]
+    assert pcie_generation("Unknown") is None
 
 
 # --------------------------------------------------------------------------- fleet firmware

@@ -34,7 +34,7 @@ PARAMS = {
     "exclude_netdevs": [],
     "rate": 400,
     "pcie_width": 0,
-    "pcie_speed": "",
+    "pcie_gen": 0,
     "topology": False,
     "node_name": "gpu1",
     "ibstat": "ibstat",
@@ -154,7 +154,7 @@ def test_collect_reads_netdevs_and_pcie_from_sysfs(tmp_path):
     tree["mlx5_7"] = (*tree["mlx5_7"][:2], 8, "up")
     _constructed_sysfs(tmp_path, tree)
     run, find = _tools({"ibstat": (0, recorded(IBSTAT_IB), "")})
-    params = {**PARAMS, "pcie_width": 16, "pcie_speed": "32.0 GT/s PCIe"}
+    params = {**PARAMS, "pcie_width": 16, "pcie_gen": 5}
     result = module.collect(params, run, find, root=str(tmp_path))
     fabric = result["ansible_facts"]["gpufleet_fabric"]
     assert fabric["tools"]["sysfs"] == "ok (netdevs read from sysfs)"

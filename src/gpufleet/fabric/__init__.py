@@ -10,7 +10,7 @@ gpufleet.fabric.node (also inside library/gpufleet_fabric_facts.py, which runs i
   merge_ports(ibstat=, ibdev2netdev=, ibv_devinfo=, pci=) -> {"mlx5_0:1": {...}}
   select_rails(ports, fabric_type=, rails=, netdevs=, exclude_netdevs=, rate=, topo=)
       -> {"rails": [{"rail", "hca", "port", "netdev", "key"}], "excluded": [...], "order"}
-  check_ports(node, ports, rails, rate=, link_layer=, pcie_width=, pcie_speed=)
+  check_ports(node, ports, rails, rate=, link_layer=, pcie_width=, pcie_gen=)
       -> [{"check", "status", "node", "rail", "port", "seen", "expected", "message"}]
   failure_lines(results) -> [message, ...]
 gpufleet.fabric.nccl

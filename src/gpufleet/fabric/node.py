@@ -583,6 +583,15 @@ PASS = "pass"
 FAIL = "fail"
 UNKNOWN = "unknown"
 
+# PCIe transfer rate per lane -> generation (PCI-SIG; the kernel prints "32.0 GT/s PCIe").
+_PCIE_GEN = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6}
+
+
+def pcie_generation(speed: Any) -> int | None:
+    """'32.0 GT/s PCIe' (sysfs current_link_speed) -> 5; None when not a known rate."""
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*GT/s", str(speed or ""))
+    return _PCIE_GEN.get(float(m.group(1))) if m else None
+
 
 def check_ports(
     node: str,
@@ -592,14 +601,14 @@ def check_ports(
     rate: int | float | None = None,
     link_layer: str | None = None,
     pcie_width: int | None = None,
-    pcie_speed: str | None = None,
+    pcie_gen: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every expected rail port judged; one result per rail and check.
 
     `rails`: select_rails()["rails"] or the same shape from the plan ({"rail", "hca",
     "port"}). `rate` in Gb/s as ibstat prints it (400 for NDR and 400GbE); `link_layer`
-    InfiniBand or Ethernet; `pcie_width` (16) and `pcie_speed` (the sysfs words, e.g.
-    "32.0 GT/s PCIe" for Gen5) checked only when given and when the facts carry PCIe data.
+    InfiniBand or Ethernet; `pcie_width` (16) and `pcie_gen` (5), the NIC's current PCIe
+    link (sysfs current_link_width/current_link_speed, merge_ports' `pci`), when given.
     A result: {"check", "status" (pass/fail/unknown), "node", "rail", "port" (hca:port),
     "seen", "expected", "message"}; `message` is set unless it passed, e.g.
     "gpu2 rail 3 mlx5_3:1: state Down (physical state Polling), expected Active/LinkUp".
@@ -657,18 +666,22 @@ def check_ports(
                 status = PASS if got == link_layer else FAIL
                 judge(rail, key, "link_layer", status, got, link_layer, "link layer")
         pcie = p.get("pcie") or {}
-        for check, want, field in (
-            ("pcie_width", pcie_width, "width"),
-            ("pcie_speed", pcie_speed, "speed"),
-        ):
-            if want is None:
-                continue
-            got = pcie.get(field)
+        if pcie_width is not None:
+            got = pcie.get("width")
             if got is None:
-                judge(rail, key, check, UNKNOWN, "not read", want, f"PCIe link {field}")
+                judge(rail, key, "pcie_width", UNKNOWN, "not read", pcie_width, "PCIe link width")
             else:
-                status = PASS if str(got) == str(want) else FAIL
-                judge(rail, key, check, status, got, want, f"PCIe link {field}")
+                status = PASS if str(got) == str(pcie_width) else FAIL
+                judge(rail, key, "pcie_width", status, got, pcie_width, "PCIe link width")
+        if pcie_gen is not None:
+            speed = pcie.get("speed")
+            gen = pcie_generation(speed)
+            if gen is None:
+                seen = "not read" if speed is None else f"unreadable ({speed!r})"
+                judge(rail, key, "pcie_gen", UNKNOWN, seen, pcie_gen, "PCIe link generation")
+            else:
+                status = PASS if gen == int(pcie_gen) else FAIL
+                judge(rail, key, "pcie_gen", status, f"{gen} ({speed})", pcie_gen, "PCIe link gen")
     return results
 
 
