@@ -315,7 +315,8 @@ def merge_ports(
     physical_state, rate, link_layer, firmware, ca_type, pci_address, pcie (the dict given in
     `pci` for the HCA: width, speed, max_width, max_speed), sources (which tools saw it).
     `pci` maps HCA name -> {"address": ..., "width": 16, "speed": "32.0 GT/s PCIe", ...} as
-    the module reads it from sysfs.
+    the module reads it from sysfs. Lines in `ibdev2netdev` may name their own source
+    ("sysfs" when the module read the netdevs there).
     """
     ports: dict[str, Port] = {}
 
@@ -362,7 +363,7 @@ def merge_ports(
             if r["ca_type"] is None and dev.get("vendor_part_id"):
                 r["ca_type"] = f"MT{dev['vendor_part_id']}"
     for line in ibdev2netdev or ():
-        r = rec(str(line["hca"]), int(line["port"]), "ibdev2netdev")
+        r = rec(str(line["hca"]), int(line["port"]), str(line.get("source", "ibdev2netdev")))
         r["netdev"] = line["netdev"]
         r["netdev_state"] = line["netdev_state"]
         r["pci_address"] = r["pci_address"] or line.get("pci_address")
@@ -399,6 +400,35 @@ def link_layer_of(port: Mapping[str, Any]) -> tuple[str | None, str]:
     if netdev.startswith(("en", "eth", "bond")):
         return "Ethernet", f"inferred from the Ethernet name {netdev}"
     return None, "unknown"
+
+
+def disagreements(ports: Mapping[str, Port]) -> list[str]:
+    """Where the tools that ran contradict each other, one line per port.
+
+    On one machine ibstat, ibdev2netdev (or sysfs) and ibv_devinfo list the same ports; a port
+    that only some of them list, or whose printed link layer contradicts its netdev's name (an
+    IPoIB ib* name on an Ethernet port, an en*/eth* name on an InfiniBand one), means the
+    outputs do not describe one machine (a stale tool, a device that vanished between two
+    commands, replays recorded on different machines), and no selection on them can be trusted.
+    """
+    ran = sorted({s for p in ports.values() for s in p.get("sources", [])})
+    lines: list[str] = []
+    for key, p in ports.items():
+        missing = [s for s in ran if s not in p.get("sources", [])]
+        if missing:
+            lines.append(
+                f"{key} is listed by {', '.join(p.get('sources', []))}"
+                f" but not by {', '.join(missing)}"
+            )
+        printed, netdev = p.get("link_layer"), str(p.get("netdev") or "")
+        if netdev and printed:
+            inferred, _ = link_layer_of({"netdev": netdev})
+            if inferred and inferred != printed and not netdev.startswith("bond"):
+                lines.append(
+                    f"{key}: link layer {printed} (printed) but its netdev {netdev} has an"
+                    f" {inferred} name"
+                )
+    return lines
 
 
 def _is_up(port: Mapping[str, Any]) -> bool | None:
@@ -692,8 +722,9 @@ description:
     gpufleet.fabric.node.select_rails and docs/fabric.md.
   - Judges every rail port (present, Active/LinkUp, O(rate), link layer, PCIe width/speed)
     and returns C(checks) and C(failures), one line per failed check naming the node, the
-    rail, the HCA port, what was seen and what was expected. A missing tool or a rail
-    selection that is not possible is a failure line with the reason, never a crash. The
+    rail, the HCA port, what was seen and what was expected. A missing tool, tools that
+    contradict each other (a port only some list) or a rail selection that is not possible
+    is a failure line with the reason, never a crash. The
     module itself never fails on a failed check; the caller decides.
   - Never changes anything (C(changed) is always false; safe in check mode).
 options:
@@ -849,6 +880,7 @@ def sysfs_rdma(root: str = "/sys") -> tuple[list[dict[str, Any]], dict[str, dict
                     "port": port,
                     "netdev": netdev,
                     "netdev_state": "Up" if state == "up" else state.capitalize(),
+                    "source": "sysfs",
                 }
             )
     return lines, pci
@@ -913,6 +945,7 @@ def collect(params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys") 
         ibv_devinfo=parsed.get("ibv_devinfo"),
         pci=pci,
     )
+    failures += [f"{node}: tools disagree: {line}" for line in disagreements(ports)]
     selection: dict[str, Any] = {"rails": [], "excluded": [], "order": None}
     try:
         selection = select_rails(

@@ -152,6 +152,8 @@ def test_collect_reads_netdevs_and_pcie_from_sysfs(tmp_path):
         for n, hca in enumerate(rails)
     }
     tree["mlx5_7"] = (*tree["mlx5_7"][:2], 8, "up")
+    # The Ethernet LAG device of the recording, with its first port's netdev.
+    tree["mlx5_bond_0"] = ("0000:05:00.0", "enp5s0f0np0", 16, "up")
     _constructed_sysfs(tmp_path, tree)
     run, find = _tools({"ibstat": (0, recorded(IBSTAT_IB), "")})
     params = {**PARAMS, "pcie_width": 16, "pcie_gen": 5}
@@ -168,6 +170,13 @@ def test_collect_reads_netdevs_and_pcie_from_sysfs(tmp_path):
     )
     assert port["pcie"] == {"width": 16, "speed": "32.0 GT/s PCIe", "max_width": 16}
     assert result["failures"] == ["gpu1 rail 2 mlx5_7:1: PCIe link width 8, expected 16"]
+    assert port["sources"] == ["ibstat", "sysfs"]
+    # constructed: a ninth device in sysfs that ibstat does not list.
+    _constructed_sysfs(tmp_path, {"mlx5_12": ("0000:06:00.0", "ibp6s0", 16, "up")})
+    again = module.collect(params, run, find, root=str(tmp_path))
+    assert again["failures"][0] == (
+        "gpu1: tools disagree: mlx5_12:1 is listed by sysfs but not by ibstat"
+    )
 
 
 def test_collect_prefers_ibdev2netdev_and_honours_the_plans_netdevs(tmp_path):

@@ -22,6 +22,7 @@ from test_fabric_data import (
 
 from gpufleet.fabric.node import (
     FabricParseError,
+    disagreements,
     merge_ports,
     nearest_gpu_nics,
     parse_ibdev2netdev,
@@ -247,3 +248,42 @@ def test_topo_nics_bad_cell_and_no_matrix():
         parse_topo_nics(bad)
     with pytest.raises(FabricParseError, match="no GPU0 header row found"):
         parse_topo_nics("NVIDIA-SMI has failed because it couldn't communicate with the driver\n")
+
+
+# --------------------------------------------------------------------------- tools that disagree
+
+
+def test_outputs_of_one_machine_agree():
+    # The RoCE node's ibdev2netdev alone, and ibstat with an ibdev2netdev built from it
+    # (constructed: the IB recording's CAs named with their IPoIB netdevs), agree.
+    assert disagreements(merge_ports(ibdev2netdev=parse_ibdev2netdev(recorded(IBDEV_ROCE)))) == []
+    cas = parse_ibstat(recorded(IBSTAT_IB))
+    links = [
+        {
+            "hca": ca,
+            "port": 1,
+            "netdev": f"ib{n}" if "bond" not in ca else "bond0",
+            "netdev_state": "Up",
+        }
+        for n, ca in enumerate(cas)
+    ]
+    assert disagreements(merge_ports(ibstat=cas, ibdev2netdev=links)) == []
+
+
+def test_the_labs_two_replays_come_from_two_machines():
+    # The lab replays ibstat of a gpud H100 fixture and ibdev2netdev of a DGX-class node: their
+    # HCAs do not match, and the merged facts say so instead of pairing mlx5_1 (InfiniBand in
+    # ibstat) with the DGX's Ethernet netdev enp41s0f0np0.
+    ports = merge_ports(
+        ibstat=parse_ibstat(recorded(IBSTAT_IB)),
+        ibdev2netdev=parse_ibdev2netdev(recorded(IBDEV_DGX)),
+    )
+    assert disagreements(ports) == [
+        "mlx5_1:1: link layer InfiniBand (printed) but its netdev enp41s0f0np0 has an Ethernet"
+        " name",
+        "mlx5_2:1 is listed by ibdev2netdev but not by ibstat",
+        "mlx5_3:1 is listed by ibdev2netdev but not by ibstat",
+        "mlx5_7:1: link layer InfiniBand (printed) but its netdev enp170s0np0 has an Ethernet name",
+        "mlx5_10:1 is listed by ibdev2netdev but not by ibstat",
+        "mlx5_bond_0:1 is listed by ibstat but not by ibdev2netdev",
+    ]

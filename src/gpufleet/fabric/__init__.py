@@ -8,6 +8,7 @@ gpufleet.fabric.node (also inside library/gpufleet_fabric_facts.py, which runs i
   parse_ibv_devinfo(text) -> {hca: {..., "ports": {n: {...}}}}
   parse_topo_nics(text) -> {"gpus": {gpu: {hca: "PIX"|...}}, "nics": {...}}
   merge_ports(ibstat=, ibdev2netdev=, ibv_devinfo=, pci=) -> {"mlx5_0:1": {...}}
+  disagreements(ports) -> [line per port the tools contradict each other on]
   select_rails(ports, fabric_type=, rails=, netdevs=, exclude_netdevs=, rate=, topo=)
       -> {"rails": [{"rail", "hca", "port", "netdev", "key"}], "excluded": [...], "order"}
   check_ports(node, ports, rails, rate=, link_layer=, pcie_width=, pcie_gen=)
@@ -35,6 +36,7 @@ from gpufleet.fabric.node import (
     FabricParseError,
     RailSelectionError,
     check_ports,
+    disagreements,
     failure_lines,
     merge_ports,
     parse_ibdev2netdev,
@@ -53,6 +55,7 @@ __all__ = [
     "RoceQos",
     "check_firmware",
     "check_ports",
+    "disagreements",
     "failure_lines",
     "merge_ports",
     "parse_ibdev2netdev",

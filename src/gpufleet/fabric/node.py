@@ -19,6 +19,7 @@ Parsers (each raises FabricParseError naming the line on input it does not under
 
 Facts and judgement:
 - merge_ports(...)          one record per HCA port from whichever outputs are at hand.
+- disagreements(ports)      where those outputs contradict each other.
 - select_rails(...)         which HCA ports are the fabric rails, in rail order, and why
                             each other port is not one (raises RailSelectionError).
 - check_ports(...)          per rail: present, Active/LinkUp, rate, link layer, PCIe link;
@@ -330,7 +331,8 @@ def merge_ports(
     physical_state, rate, link_layer, firmware, ca_type, pci_address, pcie (the dict given in
     `pci` for the HCA: width, speed, max_width, max_speed), sources (which tools saw it).
     `pci` maps HCA name -> {"address": ..., "width": 16, "speed": "32.0 GT/s PCIe", ...} as
-    the module reads it from sysfs.
+    the module reads it from sysfs. Lines in `ibdev2netdev` may name their own source
+    ("sysfs" when the module read the netdevs there).
     """
     ports: dict[str, Port] = {}
 
@@ -377,7 +379,7 @@ def merge_ports(
             if r["ca_type"] is None and dev.get("vendor_part_id"):
                 r["ca_type"] = f"MT{dev['vendor_part_id']}"
     for line in ibdev2netdev or ():
-        r = rec(str(line["hca"]), int(line["port"]), "ibdev2netdev")
+        r = rec(str(line["hca"]), int(line["port"]), str(line.get("source", "ibdev2netdev")))
         r["netdev"] = line["netdev"]
         r["netdev_state"] = line["netdev_state"]
         r["pci_address"] = r["pci_address"] or line.get("pci_address")
@@ -414,6 +416,35 @@ def link_layer_of(port: Mapping[str, Any]) -> tuple[str | None, str]:
     if netdev.startswith(("en", "eth", "bond")):
         return "Ethernet", f"inferred from the Ethernet name {netdev}"
     return None, "unknown"
+
+
+def disagreements(ports: Mapping[str, Port]) -> list[str]:
+    """Where the tools that ran contradict each other, one line per port.
+
+    On one machine ibstat, ibdev2netdev (or sysfs) and ibv_devinfo list the same ports; a port
+    that only some of them list, or whose printed link layer contradicts its netdev's name (an
+    IPoIB ib* name on an Ethernet port, an en*/eth* name on an InfiniBand one), means the
+    outputs do not describe one machine (a stale tool, a device that vanished between two
+    commands, replays recorded on different machines), and no selection on them can be trusted.
+    """
+    ran = sorted({s for p in ports.values() for s in p.get("sources", [])})
+    lines: list[str] = []
+    for key, p in ports.items():
+        missing = [s for s in ran if s not in p.get("sources", [])]
+        if missing:
+            lines.append(
+                f"{key} is listed by {', '.join(p.get('sources', []))}"
+                f" but not by {', '.join(missing)}"
+            )
+        printed, netdev = p.get("link_layer"), str(p.get("netdev") or "")
+        if netdev and printed:
+            inferred, _ = link_layer_of({"netdev": netdev})
+            if inferred and inferred != printed and not netdev.startswith("bond"):
+                lines.append(
+                    f"{key}: link layer {printed} (printed) but its netdev {netdev} has an"
+                    f" {inferred} name"
+                )
+    return lines
 
 
 def _is_up(port: Mapping[str, Any]) -> bool | None:
