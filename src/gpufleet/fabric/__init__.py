@@ -23,6 +23,9 @@ gpufleet.fabric.qos
   render_qos(rails, qos, trust_command=) -> {"commands", "mkdirs", "writes"}
 gpufleet.fabric.fleet
   check_firmware(fleet, rails=) -> [line per HCA off the fleet's firmware]
+gpufleet.fabric.filters (Jinja filters for the roles: `from gpufleet.fabric.filters import
+FilterModule` in a role's filter_plugins/)
+  gpufleet_interface_of, gpufleet_nccl_conf, gpufleet_roce_qos, gpufleet_fabric_firmware
 
 Every error is a ValueError subclass with a one-line message naming the input and the fix:
 FabricParseError (tool and line), RailSelectionError, NcclConfigError, QosError.
