@@ -717,15 +717,15 @@ description:
     RDMA device's netdevs and PCI link from sysfs, and optionally C(nvidia-smi topo -m); merges
     them into one record per HCA port and returns them as the fact C(gpufleet_fabric).
   - Selects the fabric rails (link layer of O(fabric_type), front-end/storage/bonded ports
-    excluded, then down and slower ports while more candidates than O(rails) remain; order
-    from O(netdevs), else GPU affinity, else PCI address, else HCA name). See
-    gpufleet.fabric.node.select_rails and docs/fabric.md.
-  - Judges every rail port (present, Active/LinkUp, O(rate), link layer, PCIe width/speed)
-    and returns C(checks) and C(failures), one line per failed check naming the node, the
-    rail, the HCA port, what was seen and what was expected. A missing tool, tools that
-    contradict each other (a port only some list) or a rail selection that is not possible
-    is a failure line with the reason, never a crash. The
-    module itself never fails on a failed check; the caller decides.
+    excluded, then down ports, slower ports and ports of another NIC model while more
+    candidates than O(rails) remain; order from O(netdevs), else GPU affinity, else PCI
+    address, else HCA name). See gpufleet.fabric.node.select_rails and docs/fabric.md.
+  - Judges every rail port (present, Active/LinkUp, O(rate), link layer, PCIe width and
+    generation) and returns C(checks) and C(failures), one line per failed check naming the
+    node, the rail, the HCA port, what was seen and what was expected. A missing tool, tools
+    that contradict each other (a port only some list) or a rail selection that is not
+    possible is a failure line with the reason, never a crash. The module itself never fails
+    on a failed check; the caller decides.
   - Never changes anything (C(changed) is always false; safe in check mode).
 options:
   fabric_type:
