@@ -14,8 +14,9 @@ holds. Sources, all in NVIDIA's NCCL "Environment Variables" documentation (chec
 - NCCL_IB_GID_INDEX: NCCL before 2.21 used GID index 0 unless told (on RoCE that is the
   RoCE v1 link-local GID, so RoCE v2 traffic needs the index of the IPv4 RoCE v2 GID). From
   2.21 its default is -1: NCCL picks the RoCE v2 GID matching its address family itself
-  (NCCL source src/transport/net_ib: NCCL_PARAM(IbGidIndex, "IB_GID_INDEX", -1); the
-  2.21 release notes), and a fixed index would defeat that, so none is written.
+  (NCCL source src/transport/net_ib: IB_GID_INDEX defaults to -1; the version, 2.21, as
+  Juniper's AI data center validated design states it, appendix "How to Run NCCL Tests Using
+  Autoconfigured IPv6 Address"), and a fixed index would defeat that, so none is written.
 - NCCL_IB_TC: the traffic class NCCL puts in the GRH of its queue pairs; on RoCE v2 it is
   the IP ToS byte: DSCP in the upper six bits (DSCP 26 -> 104), ECN in the lower two. It
   must carry the DSCP that the switches and the NIC's app table put on the lossless
