@@ -6,7 +6,9 @@ pairs. The role applies the result only where the profile says hardware; this mo
 renders and validates.
 
 Defaults, the values NVIDIA's RoCE QoS guides (lossless RoCE in DSCP-based QoS mode, and
-"RoCE Congestion Control"/DCQCN) and the switch vendors' AI fabric guides use:
+"RoCE Congestion Control"/DCQCN, whose driver defaults for CNPs are DSCP 48 and priority 6)
+and switch vendors' RoCE guides use (Dell OS10 maps DSCP 24/26 to traffic class 3 by
+default):
 - RoCE traffic: DSCP 26 on priority 3, PFC on priority 3 only, ECN marking on;
 - CNPs (the congestion notifications DCQCN sends back): DSCP 48 on priority 6, outside
   PFC, so a congested lossless queue never holds back its own congestion signal.
