@@ -243,6 +243,7 @@ def render_group_vars(cluster: Cluster) -> str:
                 for r, c in enumerate(fab.rails)
             ],
             "roce": fab.roce.model_dump() if fab.roce else None,
+            "subnet_manager": fab.subnet_manager,
         }
     site = cluster.site
     data = {

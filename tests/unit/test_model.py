@@ -185,3 +185,21 @@ def test_derived_facts(site: str, node: str, expected: dict[str, Any]) -> None:
     facts = derived_facts(cluster, cluster.node(node))
     assert {k: facts[k] for k in expected} == expected
     assert all(k.startswith("gpufleet_") for k in facts)
+
+
+def test_subnet_manager_defaults_and_opensm_on_head_nodes_with_fabric_nics() -> None:
+    """InfiniBand: the switches or UFM run the subnet manager unless the spec says head; only
+    InfiniBand has one. A head node on the fabric (constructed: head01 given the GPU profile's
+    InfiniBand NICs) may run opensm."""
+    ib = load_cluster(ROOT / "inventories" / "example-ib").fabric
+    roce = load_cluster(ROOT / "inventories" / "example-roce").fabric
+    assert ib is not None and ib.subnet_manager == "fabric"
+    assert roce is not None and roce.subnet_manager is None
+    data = minimal()
+    data["networks"]["fabric"]["subnet_manager"] = "head"
+    head = next(n for n in data["nodes"] if n["name"] == "head01")
+    head["profile"] = "hgx-h100-8gpu-ib"
+    cluster = cluster_from_data(data, MINIMAL)
+    assert cluster.fabric is not None and cluster.fabric.subnet_manager == "head"
+    facts = derived_facts(cluster, next(n for n in cluster.nodes if n.name == "head01"))
+    assert facts["gpufleet_rdma"] is True

@@ -252,6 +252,18 @@ CASES: list[Case] = [
          [roce("\n    roce: {traffic_class: 106, dscp: 26, pfc_priority: 3}")],
          "networks.fabric.type",
          "fabric is roce, but profile hgx-h100-8gpu-ib (gpu001) has infiniband NICs", 1),
+    case("subnet-manager-on-roce", "a subnet manager asked for on a RoCE fabric",
+         [ROCE_PROFILE, roce("\n    roce: {traffic_class: 106, dscp: 26, pfc_priority: 3}"
+                             "\n    subnet_manager: head")],
+         "networks.fabric", "only InfiniBand has one", 1),
+    case("subnet-manager-head-without-fabric-nic", "opensm on head nodes that have no fabric NIC",
+         [Edit("type: infiniband\n    mtu: 4096", "type: infiniband\n    mtu: 4096\n"
+               "    subnet_manager: head")],
+         "networks.fabric.subnet_manager", "no head node has a fabric NIC", 1),
+    case("subnet-manager-unknown", "subnet_manager ufm (not one of fabric, head)",
+         [Edit("type: infiniband\n    mtu: 4096", "type: infiniband\n    mtu: 4096\n"
+               "    subnet_manager: ufm")],
+         "networks.fabric.subnet_manager", "fabric", 1),
     case("roce-settings-missing", "RoCE fabric without its lossless class",
          [ROCE_PROFILE, roce()], "networks.fabric", "needs its lossless class", 1),
     case("roce-tc-mismatch", "RoCE traffic class that does not carry the DSCP",

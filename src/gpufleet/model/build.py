@@ -112,6 +112,19 @@ def _check_fabric(spec: ClusterSpec, resolved: dict[int, _Resolved]) -> list[Pro
     """Every profile with fabric NICs matches the fabric: one rail per NIC, the same link."""
     problems: list[Problem] = []
     fabric = spec.networks.fabric
+    if fabric is not None and fabric.subnet_manager == "head":
+        heads = [i for i, n in enumerate(spec.nodes) if n.role == "head"]
+        if not any(i in resolved and resolved[i].profile.fabric_nics > 0 for i in heads):
+            problems.append(
+                Problem(
+                    "networks.fabric.subnet_manager",
+                    "head: opensm runs on the head nodes, but no head node has a fabric NIC"
+                    if heads
+                    else "head: opensm runs on the head nodes, but the spec has no head node",
+                    "give the head nodes a profile with InfiniBand NICs, or use "
+                    "subnet_manager: fabric (the switches or UFM run it)",
+                )
+            )
     reported: set[str] = set()
     for i, r in resolved.items():
         prof, pname, name = r.profile, r.profile_name, spec.nodes[i].name
@@ -337,6 +350,8 @@ def _cluster(
                 roce=fabric.roce,
                 leaves=tuple(sorted({leaf for ls in leaves.values() for leaf in ls if leaf})),
                 spines=fabric.topology.spines if fabric.topology is not None else None,
+                subnet_manager=fabric.subnet_manager
+                or ("fabric" if fabric.type == "infiniband" else None),
             )
             if fabric is not None
             else None

@@ -119,6 +119,8 @@ class Fabric:
     roce: Roce | None
     leaves: tuple[str, ...]  # every leaf switch a node is cabled to, sorted; () if not described
     spines: int | None  # where the spec says
+    # InfiniBand: "fabric" (switches/UFM run it; the default) or "head" (opensm on head nodes)
+    subnet_manager: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -608,6 +608,14 @@ class Fabric(Strict):
     topology: Topology | None = Field(
         default=None, description="leaf switches: scalable units by rack (rail-optimized)"
     )
+    subnet_manager: Literal["fabric", "head"] | None = Field(
+        default=None,
+        description=(
+            "InfiniBand only: where the subnet manager runs. fabric (the default): the "
+            "switches or UFM run it, gpufleet runs none; head: opensm on the head nodes, "
+            "the first one master, the others standby"
+        ),
+    )
 
     @model_validator(mode="after")
     def _per_type(self) -> Fabric:
@@ -625,6 +633,11 @@ class Fabric(Strict):
             )
         if self.type != "roce" and self.roce is not None:
             raise fail(f"roce settings given for a {self.type} fabric", "remove the roce block")
+        if self.type != "infiniband" and self.subnet_manager is not None:
+            raise fail(
+                f"subnet_manager given for a {self.type} fabric: only InfiniBand has one",
+                "remove subnet_manager",
+            )
         for rail in self.rails:
             _usable_subnet(rail)
         return self
