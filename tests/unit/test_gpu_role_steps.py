@@ -171,3 +171,31 @@ def test_daemon_enabled_before_and_started_only_after_the_reboot():
 def test_restart_handler_waits_for_a_pending_reboot():
     handler = next(h for h in handlers() if h["name"] == "Restart nvidia-persistenced")
     assert "not (__nvidia_driver_reboot_needed | default(false))" in handler["when"]
+
+
+# --- container toolkit: containerd -----------------------------------------------------------
+
+CTK = ROLES / "nvidia_container_toolkit"
+
+
+def test_containerd_configured_by_nvidia_ctk_with_cdi_only_when_asked():
+    main = [dict(t) for t in load_yaml(CTK / "tasks" / "main.yml")]
+    step = next(t for t in main if imported(t) == "containerd.yml")
+    assert step["when"] == "nvidia_container_toolkit_containerd"
+    assert role_vars("nvidia_container_toolkit")["nvidia_container_toolkit_containerd"] is False
+    configure = next(
+        dict(t) for t in load_yaml(CTK / "tasks" / "containerd.yml") if "ansible.builtin.shell" in t
+    )
+    script = configure["ansible.builtin.shell"]["cmd"]
+    assert "nvidia-ctk runtime configure --runtime=containerd" in script
+    assert "--cdi.enabled" in script
+    assert configure["notify"] == "Restart containerd"
+    handler = next(
+        dict(h)
+        for h in load_yaml(CTK / "handlers" / "main.yml")
+        if h["name"] == "Restart containerd"
+    )
+    assert handler["ansible.builtin.systemd_service"] == {
+        "name": "containerd",
+        "state": "restarted",
+    }
