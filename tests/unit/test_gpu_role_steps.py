@@ -199,3 +199,18 @@ def test_containerd_configured_by_nvidia_ctk_with_cdi_only_when_asked():
         "name": "containerd",
         "state": "restarted",
     }
+
+
+def test_headers_of_another_version_than_the_kernel_are_refused():
+    task = next(t for t in tasks("kernel.yml") if "ansible.builtin.assert" in t)
+    v = {**role_vars("nvidia_driver"), "ansible_facts": {"kernel": "6.1.0-28-amd64"}}
+
+    def passes(lines: list[str]) -> bool:
+        state = {"__nvidia_driver_kernel_state": {"stdout_lines": lines}}
+        return bool(render({**v, **state}, f"({task['ansible.builtin.assert']['that']}) | bool"))
+
+    image = "linux-image-6.1.0-28-amd64 ii  6.1.119-1"
+    assert passes([image, "linux-headers-6.1.0-28-amd64 ii  6.1.119-1"])
+    assert not passes([image, "linux-headers-6.1.0-28-amd64 ii  6.1.115-1"])
+    # No kernel package (a container, a custom kernel): the headers alone are fine.
+    assert passes(["linux-headers-6.1.0-28-amd64 ii  6.1.119-1"])
