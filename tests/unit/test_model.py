@@ -185,3 +185,16 @@ def test_derived_facts(site: str, node: str, expected: dict[str, Any]) -> None:
     facts = derived_facts(cluster, cluster.node(node))
     assert {k: facts[k] for k in expected} == expected
     assert all(k.startswith("gpufleet_") for k in facts)
+
+
+def test_the_lock_carries_the_container_toolkit() -> None:
+    # A spec written before the toolkit joined the lock gets the default the roles were tested with.
+    assert cluster_from_data(minimal()).versions.as_dict()["nvidia_container_toolkit"] == "1.17.3"
+    data = minimal()
+    data["versions"]["nvidia_container_toolkit"] = "1.17.4"
+    assert cluster_from_data(data).versions.nvidia_container_toolkit == "1.17.4"
+    assert (
+        load_cluster(Path(__file__).resolve().parents[2] / "inventories/lab/cluster.yaml")
+        .versions.as_dict()["dcgm"]
+        .startswith("4.")
+    )
