@@ -214,3 +214,34 @@ def test_headers_of_another_version_than_the_kernel_are_refused():
     assert not passes([image, "linux-headers-6.1.0-28-amd64 ii  6.1.115-1"])
     # No kernel package (a container, a custom kernel): the headers alone are fine.
     assert passes(["linux-headers-6.1.0-28-amd64 ii  6.1.119-1"])
+
+
+# --- version_lock: packages the extra pins cover, left at an older release --------------------
+
+# CONSTRUCTED lines in the format of `apt-get --simulate dist-upgrade` (the molecule scenario
+# produces the real case: nvidia-modprobe 550.90.07-1 seeded by hand, kept by a ">=" dependency).
+CONSTRUCTED_SIMULATION = [
+    "Inst nvidia-modprobe [550.90.07-1] (550.127.05-1 gpufleet TEST repository:localhost [all])",
+    "Inst perl-base [5.36.0-7+deb12u3] (5.36.0-7+deb12u4 Debian-Security:12/oldstable [amd64])",
+    "Inst libglx-nvidia0 [550.90.07-1] (550.127.05-1 gpufleet TEST repository:localhost [all])",
+    "Inst libglx-nvidia0-extra [1.0-1] (1.1-1 elsewhere [all])",
+    "Inst nvidia-new-package (550.127.05-1 gpufleet TEST repository:localhost [all])",
+    "Conf nvidia-modprobe (550.127.05-1 gpufleet TEST repository:localhost [all])",
+]
+
+
+def test_extra_pins_bring_pulled_in_packages_to_their_pinned_version():
+    pins = [{"package": "nvidia-* libglx-nvidia0", "version": "550.127.05-*", "why": "x"}]
+    v = {
+        **role_vars("version_lock"),
+        "version_lock_extra_pins": pins,
+        "__version_lock_upgrade": {"stdout_lines": CONSTRUCTED_SIMULATION},
+    }
+    # Installed packages the pins cover, not new ones, not other packages.
+    assert render(v, "__version_lock_pulled_in") == [
+        "nvidia-modprobe=550.127.05-1",
+        "libglx-nvidia0=550.127.05-1",
+    ]
+    install = [dict(t) for t in load_yaml(ROLES / "version_lock" / "tasks" / "install.yml")]
+    bring = next(t for t in install if t["name"] == "Bring them to the version their pin holds")
+    assert bring["ansible.builtin.apt"]["name"] == "{{ __version_lock_pulled_in }}"
