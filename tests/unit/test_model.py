@@ -203,3 +203,16 @@ def test_subnet_manager_defaults_and_opensm_on_head_nodes_with_fabric_nics() -> 
     assert cluster.fabric is not None and cluster.fabric.subnet_manager == "head"
     facts = derived_facts(cluster, next(n for n in cluster.nodes if n.name == "head01"))
     assert facts["gpufleet_rdma"] is True
+
+
+def test_the_lock_carries_the_container_toolkit() -> None:
+    # A spec written before the toolkit joined the lock gets the default the roles were tested with.
+    assert cluster_from_data(minimal()).versions.as_dict()["nvidia_container_toolkit"] == "1.17.3"
+    data = minimal()
+    data["versions"]["nvidia_container_toolkit"] = "1.17.4"
+    assert cluster_from_data(data).versions.nvidia_container_toolkit == "1.17.4"
+    assert (
+        load_cluster(Path(__file__).resolve().parents[2] / "inventories/lab/cluster.yaml")
+        .versions.as_dict()["dcgm"]
+        .startswith("4.")
+    )

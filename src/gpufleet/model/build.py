@@ -393,6 +393,7 @@ def _versions(spec: ClusterSpec) -> VersionLock:
         fabric_manager=v.fabric_manager,
         cuda_toolkit=v.cuda_toolkit,
         dcgm=v.dcgm,
+        nvidia_container_toolkit=v.nvidia_container_toolkit,
         doca_ofed=v.doca_ofed,
         nccl=v.nccl,
         nccl_tests=v.nccl_tests,

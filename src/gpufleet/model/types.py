@@ -143,6 +143,7 @@ class VersionLock:
     fabric_manager: str | None
     cuda_toolkit: str
     dcgm: str
+    nvidia_container_toolkit: str
     doca_ofed: str
     nccl: str
     nccl_tests: str

@@ -40,6 +40,13 @@ DCGM_MIN_DRIVER_BRANCH: dict[int, int] = {2: 450, 3: 450, 4: 525}
 
 OPEN_MODULES_MIN_BRANCH = 515
 
+# Driver branches whose package names, revisions and repository layout the GPU roles know
+# (roles/nvidia_driver/vars/main.yml, with their sources); the role refuses another branch unless
+# nvidia_driver_packages names the packages. tests/unit/test_gpu_package_matrix.py renders every
+# supported target with each of these. Ubuntu's packages were renamed from R590 (NVIDIA Driver
+# Installation Guide, "Ubuntu 590 and later packages"): not known yet.
+SUPPORTED_DRIVER_BRANCHES: tuple[str, ...] = ("550", "570", "580")
+
 
 def _major(version: str) -> int:
     return int(version.split(".", 1)[0])

@@ -664,6 +664,13 @@ class Versions(Strict):
     fabric_manager: Version | None = Field(default=None, pattern=r"^\d{3}\.\d+(\.\d+)?$")
     cuda_toolkit: Version = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
     dcgm: Version = Field(pattern=r"^\d+\.\d+\.\d+$")
+    # A default so that specs written before the toolkit joined the lock stay valid; the model and
+    # the inventory always carry the value (gpufleet_versions.nvidia_container_toolkit).
+    nvidia_container_toolkit: Version = Field(
+        default="1.17.3",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description='NVIDIA Container Toolkit, e.g. "1.17.3"',
+    )
     doca_ofed: Version = Field(pattern=r"^\d+\.\d+\.\d+(-\d+)?$")
     nccl: Version = Field(
         pattern=r"^2\.\d+\.\d+-\d+(\+cuda\d+\.\d+)?$", description="e.g. 2.23.4-1"

@@ -3,7 +3,7 @@
 HOST = "gpufleet-mol-nvidia_driver-default"
 # podman exec directly: through the ansible backend every command would be a whole ansible run.
 testinfra_hosts = [f"podman://{HOST}"]
-ON_FAILURE = ["apt-cache policy cuda-toolkit-12-4", "apt-mark showhold"]
+ON_FAILURE = ["apt-cache policy cuda-toolkit-12-4 libnccl2 libnccl-dev", "apt-mark showhold"]
 
 
 def test_locked_version_installed_held_and_pinned(host):
@@ -27,3 +27,14 @@ def test_login_shell_path(host):
     assert f.mode == 0o644
     path = host.check_output("bash -lc 'echo $PATH'")
     assert path.split(":")[0] == "/usr/local/cuda-12.4/bin"
+
+
+def test_nccl_locked_to_the_lock_s_cuda_build(host):
+    held = host.check_output("apt-mark showhold").split()
+    for pkg in ("libnccl2", "libnccl-dev"):
+        assert host.package(pkg).version == "2.21.5-1+cuda12.4", pkg
+        assert pkg in held, pkg
+    # The repository also has 2.23.4-1+cuda12.6: the pin keeps the candidate at the lock.
+    policy = host.check_output("apt-cache policy libnccl2")
+    assert "Candidate: 2.21.5-1+cuda12.4" in policy
+    assert "2.23.4-1+cuda12.6" in policy

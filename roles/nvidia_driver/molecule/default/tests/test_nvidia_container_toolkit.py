@@ -27,6 +27,8 @@ def test_all_packages_locked_and_held(host):
 )
 def test_apt_source_signed_by_checked_key(host, path):
     src = host.file(path).content_string
+    # The role's default URL (converge.yml does not override it).
+    assert "URIs: https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)" in src
     assert "Signed-By: /etc/apt/keyrings/gpufleet-nvidia-container-toolkit.asc" in src
     fpr = host.file("/srv/gpufleet-test-repo/test-repo-key.fpr").content_string.strip()
     shown = host.check_output(

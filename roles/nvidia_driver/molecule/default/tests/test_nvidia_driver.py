@@ -1,8 +1,9 @@
-"""Verify nvidia_driver against the signed TEST repository of dummy packages (prepare.yml).
+"""Verify nvidia_driver on the Debian 12 node against the signed TEST repository (prepare.yml).
 
-Real here: repository file and key check, apt pinning, holds, exact versions, the drift
-checker, modprobe files and the persistenced unit being enabled. Not here: NVIDIA's packages,
-kernel modules, GPUs (hardware checks are off in the container). The other GPU roles of this
+Real here: repository file and key check, apt's resolution of the package graph, pinning, holds,
+exact versions, the drift checker, modprobe files, the persistenced unit being enabled with its
+drop-in. Not here: NVIDIA's packages, kernel modules, GPUs (hardware checks are off in the
+container). Both nodes, the whole graph: test_gpu_stack_graph.py. The other GPU roles of this
 scenario have their own test modules; they run after this one's role in converge.yml.
 """
 
@@ -12,7 +13,7 @@ HOST = "gpufleet-mol-nvidia_driver-default"
 # podman exec directly: through the ansible backend every command would be a whole ansible run.
 testinfra_hosts = [f"podman://{HOST}"]
 LOCKED = "550.127.05-1"
-PACKAGES = ["nvidia-kernel-open-dkms", "nvidia-driver", "nvidia-persistenced"]
+PACKAGES = ["cuda-drivers-550", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
 DRIFT = "/usr/local/sbin/gpufleet-version-drift"
 LOCK = "/etc/gpufleet/version-lock.d/nvidia_driver.lock"
 ON_FAILURE = [
@@ -46,10 +47,24 @@ def test_upgrade_would_not_move_driver(host):
     assert "nvidia" not in sim
 
 
+def test_dependency_installed_by_hand_was_brought_to_the_lock(host):
+    # prepare.yml installed nvidia-driver 550.90.07-1 by hand; it is no package of the lock, but
+    # cuda-drivers-550 needs it (>=) and the pin makes apt choose the locked release.
+    assert host.package("nvidia-driver").version == LOCKED
+    assert host.package("libglx-nvidia0").version == LOCKED
+    # nvidia-kernel-support needs nvidia-modprobe (>= 550) only: the install alone left the
+    # seeded 550.90.07-1; version_lock brings what the driver's pin covers to the pinned release.
+    assert host.package("nvidia-modprobe").version == LOCKED
+
+
 def test_apt_source_is_signed_by_checked_key(host):
     src = host.file("/etc/apt/sources.list.d/gpufleet-nvidia-cuda.sources")
     assert src.mode == 0o644
-    assert "URIs: http://127.0.0.1:8080/" in src.content_string
+    # The role's default URL (converge.yml does not override it): NVIDIA's debian12 directory.
+    uris = [ln for ln in src.content_string.splitlines() if ln.startswith("URIs:")]
+    assert uris == [
+        "URIs: https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/"
+    ]
     assert "Signed-By: /etc/apt/keyrings/gpufleet-nvidia-cuda.asc" in src.content_string
     fpr = host.file("/srv/gpufleet-test-repo/test-repo-key.fpr").content_string.strip()
     shown = host.check_output(
@@ -60,12 +75,12 @@ def test_apt_source_is_signed_by_checked_key(host):
 
 def test_preferences_file(host):
     pref = host.file("/etc/apt/preferences.d/gpufleet-nvidia-driver").content_string
-    assert f"Package: nvidia-driver\nPin: version {LOCKED}\nPin-Priority: 1001" in pref
+    assert f"Package: cuda-drivers-550\nPin: version {LOCKED}\nPin-Priority: 1001" in pref
 
 
 def test_drift_seeded_by_prepare_was_reported(host):
     log = host.file("/var/log/gpufleet/drift-nvidia_driver.log").content_string
-    assert "DRIFT nvidia-driver: installed 550.90.07-1, locked 550.127.05-1" in log
+    assert "MISSING cuda-drivers-550: not installed, locked 550.127.05-1" in log
     assert "DRIFT nvidia-kernel-open-dkms: installed 550.90.07-1" in log
     assert "MISSING nvidia-persistenced: not installed, locked 550.127.05-1" in log
 
@@ -80,22 +95,24 @@ def test_drift_checker_clean_now(host):
 def test_drift_checker_reports_unhold_and_other_version(host):
     lock = LOCK
     try:
-        host.check_output("apt-mark unhold nvidia-persistenced")
+        host.check_output("apt-mark unhold nvidia-kernel-open-dkms")
         host.check_output(
             "apt-get install -y -qq --allow-downgrades --allow-change-held-packages "
-            "nvidia-driver=550.144.03-1"
+            "nvidia-persistenced=550.144.03-1"
         )
         out = host.run(f"{DRIFT} {lock}")
         assert out.rc == 1
-        want = f"DRIFT nvidia-driver: installed 550.144.03-1, locked {LOCKED} ({lock})"
+        want = f"DRIFT nvidia-persistenced: installed 550.144.03-1, locked {LOCKED} ({lock})"
         assert want in out.stdout
-        assert "NOT HELD nvidia-persistenced" in out.stdout
-        assert "nvidia-kernel-open-dkms" not in out.stdout
+        assert "NOT HELD nvidia-kernel-open-dkms" in out.stdout
+        assert "cuda-drivers-550" not in out.stdout
     finally:
         host.run(
             "apt-get install -y -qq --allow-downgrades --allow-change-held-packages "
-            f"nvidia-driver={LOCKED} && apt-mark hold nvidia-driver nvidia-persistenced"
+            f"nvidia-persistenced={LOCKED} && "
+            "apt-mark hold nvidia-kernel-open-dkms nvidia-persistenced"
         )
+    assert host.run(f"{DRIFT} {lock}").rc == 0
 
 
 def test_nouveau_blacklisted(host):

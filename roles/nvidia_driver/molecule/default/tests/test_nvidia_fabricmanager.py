@@ -41,8 +41,11 @@ def test_unit_enabled_not_started_without_nvswitch(host):
 
 
 def test_seeded_drift_was_reported(host):
+    # prepare.yml installed Fabric Manager 550.90.07-1 by hand. nvidia_driver ran first: its pin
+    # covers every package of the driver's release (nvidia-*), so it already brought Fabric
+    # Manager to 550.127.05-1; what this role then found was the missing hold and NSCQ.
     log = host.file("/var/log/gpufleet/drift-nvidia_fabricmanager.log").content_string
-    assert f"DRIFT nvidia-fabricmanager-550: installed 550.90.07-1, locked {LOCKED}" in log
+    assert f"NOT HELD nvidia-fabricmanager-550: {LOCKED} is installed but not held" in log
     assert f"MISSING libnvidia-nscq-550: not installed, locked {LOCKED}" in log
 
 

@@ -1,4 +1,4 @@
-"""Verify the internal version_lock role through its five callers converged in this scenario."""
+"""Verify the internal version_lock role through its callers converged in this scenario."""
 
 import pytest
 
@@ -10,12 +10,14 @@ ON_FAILURE = ["ls -l /etc/gpufleet/version-lock.d /etc/apt/preferences.d /var/lo
 # Lock name -> packages and version, as converge.yml asks for them.
 LOCKS = {
     "nvidia_driver": (
-        ["nvidia-kernel-open-dkms", "nvidia-driver", "nvidia-persistenced"],
+        ["cuda-drivers-550", "nvidia-kernel-open-dkms", "nvidia-persistenced"],
         "550.127.05-1",
     ),
     "nvidia_fabricmanager": (["nvidia-fabricmanager-550", "libnvidia-nscq-550"], "550.127.05-1"),
     "cuda_toolkit": (["cuda-toolkit-12-4"], "12.4.1-1"),
-    "dcgm": (["datacenter-gpu-manager"], "1:3.3.9"),
+    "cuda_toolkit_nccl": (["libnccl2", "libnccl-dev"], "2.21.5-1+cuda12.4"),
+    "dcgm": (["datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12"], "1:4.2.3-1"),
+    "dcgm_exporter": (["datacenter-gpu-manager-exporter"], "4.2.3-1"),
     "nvidia_container_toolkit": (
         [
             "nvidia-container-toolkit",
@@ -49,12 +51,16 @@ def test_lock_and_pin_name_every_package_at_the_version(host, name):
 def test_driver_pin_also_covers_the_libraries_it_pulls_in(host):
     pin = host.file("/etc/apt/preferences.d/gpufleet-nvidia-driver").content_string
     assert (
-        "Package: nvidia-* libnvidia-* libcuda1 libcuda1-* xserver-xorg-video-nvidia* "
-        "firmware-nvidia-gsp*\nPin: version 550.127.05-*\nPin-Priority: 1001"
+        "Package: nvidia-* libnvidia-* libcuda1 libcuda1-* libcudadebugger1 libnvcuvid1 libnvoptix1"
+        " libglx-nvidia0 libegl-nvidia0 libgl1-nvidia-glvnd-glx libgles-nvidia1 libgles-nvidia2"
+        " xserver-xorg-video-nvidia firmware-nvidia-gsp cuda-drivers cuda-drivers-*"
+        "\nPin: version 550.127.05-*\nPin-Priority: 1001"
     ) in pin
 
 
-@pytest.mark.parametrize("name", ["dcgm", "nvidia_container_toolkit"])
+@pytest.mark.parametrize(
+    "name", ["cuda_toolkit_nccl", "dcgm", "dcgm_exporter", "nvidia_container_toolkit"]
+)
 def test_no_drift_recorded_where_none_was_seeded(host, name):
     assert not host.file(f"/var/log/gpufleet/drift-{name}.log").exists
 
