@@ -75,7 +75,12 @@ def lab_site(tmp_path_factory, podman):
     # through their BMCs (a stack of this site's own in the lab state), then install.
     for step in (("up", "--no-power-on"), ("pulumi-up",), ("up",)):
         run = _gpufleet("lab", *step, "--site", str(site), env=env)
-        assert run.returncode == 0, f"lab {' '.join(step)}: " + run.stdout[-3000:] + run.stderr
+        if run.returncode != 0:
+            # A failed step must not leave the half-built lab (its BMC emulator, containers,
+            # networks) behind: take it down before failing.
+            down = _gpufleet("lab", "down", "--site", str(site), env=env)
+            pytest.fail(f"lab {' '.join(step)}: {run.stdout[-3000:]}{run.stderr}\n"
+                        f"lab down after it: exit {down.returncode} {down.stderr}")  # fmt: skip
     os.environ["GPUFLEET_LAB_STATE"] = env["GPUFLEET_LAB_STATE"]
     yield site, env, port, before
     down = _gpufleet("lab", "down", "--site", str(site), env=env)
