@@ -278,15 +278,16 @@ def controller_problems(controllers: Sequence[str], base: str = "controllers") -
     return problems
 
 
-def gres_problems(node: str, gres: str, gpu_count: int, base: str = "gres") -> list[Problem]:
-    """A node's GRES may not claim more GPUs than its profile has."""
+def gres_problems(owner: str, gres: str, gpu_count: int, base: str = "gres") -> list[Problem]:
+    """A GRES may not claim more GPUs than the profile of its nodes has (`owner` names the node
+    or profile in the message)."""
     claimed = gres_count(gres)
     if claimed > gpu_count:
         return [
             Problem(
                 base,
-                f"{node}: Gres {gres} claims {claimed} GPUs, its profile has {gpu_count}",
-                f"claim at most gpu:{gpu_count} or fix the node's profile",
+                f"{owner}: Gres {gres} claims {claimed} GPUs, the profile has {gpu_count}",
+                f"claim at most {gpu_count} or fix the profile",
             )
         ]
     return []

@@ -262,7 +262,7 @@ def test_gres_count(gres, count):
 def test_gres_count_above_the_profile():
     problems = gres_problems("gpu001", "gpu:h100:9", 8)
     assert [p.message for p in problems] == [
-        "gpu001: Gres gpu:h100:9 claims 9 GPUs, its profile has 8"
+        "gpu001: Gres gpu:h100:9 claims 9 GPUs, the profile has 8"
     ]
     assert gres_problems("gpu001", "gpu:h100:8", 8) == []
 
@@ -281,3 +281,17 @@ def test_filters_render_in_jinja():
     ).render(facts=facts, lscpu="0,0,0\n1,1,0\n", text=SLURMD_C_BUILD_HOST)
     assert out.startswith("8 NodeName=n1 CPUs=2 ")
     assert out.endswith(" RealMemory=23622 Gres=gpu:h100:8 State=UNKNOWN")
+
+
+def test_a_spec_with_a_valid_slurm_section_loads(tmp_path):
+    from gpufleet.model import load_cluster
+
+    minimal = (REPO / "tests/data/specs/minimal-ib.yaml").read_text()
+    section = (
+        "slurm:\n  controllers: [head01]\n  gres: {hgx-h100-8gpu-ib: 'gpu:h100:8'}\n"
+        "  partitions:\n    - {name: train, nodes: ALL, default: true}\n"
+        "    - {name: debug, nodes: [gpu002], exclusive: false, max_time: '1:00:00'}\n"
+    )
+    (tmp_path / "cluster.yaml").write_text(minimal.replace("\nnodes:\n", f"\n{section}nodes:\n"))
+    cluster = load_cluster(tmp_path / "cluster.yaml")
+    assert [n.name for n in cluster.nodes_by_role("gpu")] == ["gpu001", "gpu002"]

@@ -92,6 +92,11 @@ def lock(branch: str, version: str, cuda: str, dcgm: str = "3.3.9") -> Edit:
     )
 
 
+def slurm(body: str) -> Edit:
+    """A `slurm:` section (one flow-style line) before the nodes."""
+    return Edit("nodes:\n  - {name: head01", f"slurm: {{{body}}}\nnodes:\n  - {{name: head01")
+
+
 ROCE_PROFILE = Edit("gpu: hgx-h100-8gpu-ib", "gpu: hgx-h100-8gpu-roce")
 
 
@@ -510,6 +515,18 @@ CASES: list[Case] = [
     case("admin-cidrs-everyone-among-others", "0.0.0.0/0 next to a real admin subnet",
          [Edit('admin_cidrs: ["192.0.2.0/24"]', 'admin_cidrs: ["192.0.2.0/24", "0.0.0.0/0"]')],
          "site.admin_cidrs[1]", "set site.allow_admin_from_anywhere: true", 1),
+    case("slurm-partition-unknown-node", "a Slurm partition naming a node that does not exist",
+         [slurm("partitions: [{name: train, nodes: [gpu001, gpu099]}]")],
+         "slurm.partitions[0].nodes", "partition train names node gpu099, which does not exist", 1),
+    case("slurm-gres-above-profile", "a GRES of 9 GPUs for the 8-GPU profile",
+         [slurm("gres: {hgx-h100-8gpu-ib: 'gpu:h100:9'}")],
+         "slurm.gres.hgx-h100-8gpu-ib", "claims 9 GPUs, the profile has 8", 1),
+    case("slurm-controllers-same-name", "the same head node as primary and backup controller",
+         [slurm("controllers: [head01, head01]")],
+         "slurm.controllers[1]", "controller head01 is listed twice", 1),
+    case("slurm-controller-not-head", "a GPU node as Slurm controller",
+         [slurm("controllers: [head01, gpu001]")],
+         "slurm.controllers[1]", "gpu001 is not a head node", 1),
     case("not-a-mapping", "the spec is a list", [Edit(BODY, "- spec_version: 1\n- site: tiny\n")],
          "", "expected a mapping", 1),
 ]  # fmt: skip

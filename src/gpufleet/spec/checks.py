@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gpufleet.errors import Problem, UserError
+from gpufleet.slurm import controller_problems, gres_problems, partition_problems
 from gpufleet.spec.models import ClusterSpec, bmc_endpoint, node_index
 from gpufleet.spec.networks import NetDef, network_defs, pool_bounds
 from gpufleet.spec.problems import closest, translate
@@ -56,6 +57,7 @@ def spec_problems(spec: ClusterSpec) -> list[Problem]:
     problems += _check_roles(spec)
     problems += _check_subnets(spec)
     problems += _check_topology(spec)
+    problems += _check_slurm(spec)
     return problems
 
 
@@ -358,4 +360,40 @@ def _check_topology(spec: ClusterSpec) -> list[Problem]:
                         "list every rack in one unit only",
                     )
                 )
+    return problems
+
+
+def _check_slurm(spec: ClusterSpec) -> list[Problem]:
+    """Controllers that are distinct head nodes, partitions of existing GPU nodes, GRES no
+    larger than the profile's GPUs (gpufleet.slurm has the rules, roles/slurm the same at run
+    time)."""
+    slurm = spec.slurm
+    heads = sorted(n.name for n in spec.nodes_by_role("head"))
+    problems: list[Problem] = []
+    if slurm.controllers is not None:
+        problems += controller_problems(slurm.controllers, base="slurm.controllers")
+        problems += [
+            Problem(
+                f"slurm.controllers[{i}]",
+                f"{name} is not a head node",
+                f"name head nodes ({', '.join(heads[:5]) or 'none'})",
+            )
+            for i, name in enumerate(slurm.controllers)
+            if name not in heads
+        ]
+    gpu_nodes = [n.name for n in spec.nodes_by_role("gpu")]
+    problems += partition_problems(
+        [p.model_dump() for p in slurm.partitions], gpu_nodes, base="slurm.partitions"
+    )
+    profiles = known_profiles(spec)
+    for name, gres in slurm.gres.items():
+        profile = profiles.get(name)
+        if profile is None:
+            problems.append(
+                Problem(f"slurm.gres.{name}", f"unknown profile '{name}'", closest(name, profiles))
+            )
+        else:
+            problems += gres_problems(
+                f"profile {name}", gres, profile.gpu_count, base=f"slurm.gres.{name}"
+            )
     return problems

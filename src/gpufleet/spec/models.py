@@ -679,6 +679,45 @@ class Versions(Strict):
     slurm: Version = Field(pattern=r"^\d{2}\.\d{2}\.\d+(-\d+)?$", description="e.g. 24.05.4")
 
 
+# --- Slurm ------------------------------------------------------------------------------------
+
+# Slurm's time format (slurm.conf(5), MaxTime): minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]],
+# or INFINITE.
+_SLURM_TIME = r"^(INFINITE|UNLIMITED|\d+|\d+:\d{2}(:\d{2})?|\d+-\d+(:\d{2}){0,2})$"
+# GRES as slurm.conf writes it: gpu:<type>:<count> or gpu:<count>.
+_GRES = r"^gpu(:[a-z0-9_.-]+)?:\d+$"
+
+
+class SlurmPartition(Strict):
+    """One partition (slurm.conf(5), PARTITION CONFIGURATION)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$", description="partition name, e.g. train")
+    nodes: Literal["ALL"] | list[HostLabel] = Field(
+        default="ALL", description="ALL, or GPU node names"
+    )
+    default: bool = Field(default=False, description="the partition jobs go to unless they say")
+    exclusive: bool = Field(default=True, description="whole nodes per job, as training wants")
+    max_time: str = Field(default="INFINITE", pattern=_SLURM_TIME, description="e.g. 2-00:00:00")
+
+
+class Slurm(Strict):
+    """The scheduler: controllers, GPUs as GRES, partitions (roles/slurm, docs/slurm.md)."""
+
+    controllers: list[HostLabel] | None = Field(
+        default=None,
+        description="slurmctld hosts, primary then backup; absent: the first two head nodes",
+    )
+    gres: dict[str, Annotated[str, Field(pattern=_GRES)]] = Field(
+        default={},
+        description="profile name -> GPU GRES its nodes offer (e.g. gpu:h100:8); absent: all GPUs",
+    )
+    partitions: list[SlurmPartition] = Field(
+        default=[SlurmPartition(name="gpu", default=True)],
+        min_length=1,
+        description="partitions; default one exclusive partition gpu with every GPU node",
+    )
+
+
 # --- the whole spec ------------------------------------------------------------------
 
 
@@ -695,6 +734,7 @@ class ClusterSpec(Strict):
     nodes: list[Node] = Field(min_length=1)
     networks: Networks
     versions: Versions
+    slurm: Slurm = Slurm()
 
     def nodes_by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]
