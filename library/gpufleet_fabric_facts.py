@@ -705,6 +705,130 @@ def failure_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(r["message"]) for r in results if r["status"] != PASS]
 
 
+# --------------------------------------------------------------------------- PCI tree (sysfs)
+
+# What the NCCL topology needs from the PCI tree (gpufleet.fabric.topo renders it): GPUs are
+# NVIDIA (vendor 0x10de) 3D controllers (class 0x0302xx; an NVSwitch is an "other bridge",
+# 0x0680xx, and is not a GPU); fabric NICs are NVIDIA/Mellanox (0x15b3) InfiniBand (0x0207xx) or
+# Ethernet (0x0200xx) functions. PCI IDs and class codes: the PCI ID repository (pci-ids.ucw.cz).
+PCI_GPU_VENDOR = "0x10de"
+PCI_GPU_CLASSES = ("0x0302",)
+PCI_NIC_VENDOR = "0x15b3"
+PCI_NIC_CLASSES = ("0x0207", "0x0200")
+_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_HOST_BRIDGE = re.compile(r"^pci([0-9a-f]{4}:[0-9a-f]{2})$")
+
+
+def _sysfs_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _pci_link(device_dir: str) -> dict[str, Any]:
+    """class, vendor, device and the current PCIe link of one PCI function's sysfs directory."""
+    import os
+
+    out: dict[str, Any] = {}
+    for name in ("class", "vendor", "device", "current_link_speed", "current_link_width"):
+        value = _sysfs_text(os.path.join(device_dir, name))
+        if value is not None:
+            key = {"current_link_speed": "link_speed", "current_link_width": "link_width"}
+            out[key.get(name, name)] = value
+    return out
+
+
+def read_pci_topology(root: str = "/sys") -> dict[str, Any]:
+    """The GPUs and fabric NICs of the node with where they sit in the PCI tree, from sysfs.
+
+    Per device (/sys/bus/pci/devices/ADDR, resolved to /sys/devices/pciDDDD:BB/.../ADDR):
+    address, kind (gpu or nic), class, vendor, device, numa_node (-1 where the platform does
+    not say, as in many VMs), link_speed ("32.0 GT/s PCIe") and link_width ("16"), host (the
+    root bus DDDD:BB of its host bridge), bridges (the PCI bridges and switch ports from the
+    root down to it, each with its own class and link), and for NICs hcas (the RDMA devices
+    of the function: hca, and per port its rate in Gb/s from ports/N/rate) and netdevs.
+    Also numa: {node: cpumap} from /sys/devices/system/node/nodeN/cpumap (the hex mask NCCL
+    calls affinity). Missing files are left out; a node without sysfs gives empty lists.
+    """
+    import os
+
+    devices: list[dict[str, Any]] = []
+    bus = os.path.join(root, "bus", "pci", "devices")
+    try:
+        addresses = sorted(a for a in os.listdir(bus) if _BDF.match(a))
+    except OSError:
+        addresses = []
+    for address in addresses:
+        link = os.path.join(bus, address)
+        info = _pci_link(link)
+        vendor, klass = info.get("vendor", ""), info.get("class", "")
+        if vendor == PCI_GPU_VENDOR and klass.startswith(PCI_GPU_CLASSES):
+            kind = "gpu"
+        elif vendor == PCI_NIC_VENDOR and klass.startswith(PCI_NIC_CLASSES):
+            kind = "nic"
+        else:
+            continue
+        real = os.path.realpath(link)
+        parts = real.split(os.sep)
+        host = next((m.group(1) for m in map(_HOST_BRIDGE.match, parts) if m), None)
+        chain: list[dict[str, Any]] = []
+        for i, part in enumerate(parts[:-1]):
+            if _BDF.match(part):
+                chain.append({"address": part, **_pci_link(os.sep.join(parts[: i + 1]))})
+        node = _sysfs_text(os.path.join(link, "numa_node"))
+        record: dict[str, Any] = {
+            "address": address,
+            "kind": kind,
+            **info,
+            "numa_node": int(node) if node and re.fullmatch(r"-?\d+", node) else -1,
+            "host": host,
+            "bridges": chain,
+        }
+        if kind == "nic":
+            hcas = []
+            ib = os.path.join(link, "infiniband")
+            for hca in sorted(os.listdir(ib), key=_natural) if os.path.isdir(ib) else []:
+                ports: dict[int, Any] = {}
+                pdir = os.path.join(ib, hca, "ports")
+                for port in sorted(os.listdir(pdir), key=_natural) if os.path.isdir(pdir) else []:
+                    rate = _sysfs_text(os.path.join(pdir, port, "rate")) or ""
+                    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec", rate)
+                    ports[int(port)] = _number(m.group(1)) if m else None
+                hcas.append({"hca": hca, "ports": ports})
+            net = os.path.join(link, "net")
+            record["hcas"] = hcas
+            record["netdevs"] = sorted(os.listdir(net)) if os.path.isdir(net) else []
+        devices.append(record)
+    numa: dict[int, str] = {}
+    nodes = os.path.join(root, "devices", "system", "node")
+    for name in sorted(os.listdir(nodes)) if os.path.isdir(nodes) else []:
+        m = re.fullmatch(r"node(\d+)", name)
+        cpumap = _sysfs_text(os.path.join(nodes, name, "cpumap")) if m else None
+        if m and cpumap:
+            numa[int(m.group(1))] = cpumap
+    return {"devices": devices, "numa": numa}
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """/proc/cpuinfo -> {"vendor", "family", "model"} of the first processor (x86: vendor_id,
+    cpu family, model; on Arm these are absent and None). NCCL's <cpu> carries them."""
+    out: dict[str, Any] = {"vendor": None, "family": None, "model": None}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
+    for line in _lines(text):
+        if not line.strip():
+            if any(v is not None for v in out.values()):
+                break
+            continue
+        key, _, value = line.partition(":")
+        name = keys.get(key.strip())
+        if name and out[name] is None:
+            value = value.strip()
+            out[name] = int(value) if name != "vendor" and value.isdigit() else value
+    return out
+
+
 # END gpufleet.fabric.node
 
 
@@ -766,7 +890,8 @@ options:
     type: int
     default: 0
   topology:
-    description: Also run C(nvidia-smi topo -m) and order the rails by GPU affinity.
+    description: Also run C(nvidia-smi topo -m) and order the rails by GPU affinity, and read the
+      PCI tree of the GPUs and fabric NICs and the CPU from sysfs and /proc/cpuinfo.
     type: bool
     default: false
   node_name:
@@ -798,7 +923,9 @@ ansible_facts:
     state, physical_state, rate, link_layer, firmware, ca_type, pci_address, pcie, sources),
     C(rails) (rail, hca, port, netdev, key, in rail order; empty when the selection failed),
     C(excluded) (key, why), C(order) (how the rail order was found), C(tools) (per tool: ok
-    or why it gave nothing), C(topology) (GPU-NIC links or null).
+    or why it gave nothing), C(topology) (GPU-NIC links or null), C(pci) (with O(topology): the
+    GPUs and fabric NICs in the PCI tree, their NUMA node, link and bridges, for an NCCL topology
+    file; else null), C(cpu) (with O(topology): vendor, family, model, arch; else null).
   returned: always
   type: dict
 checks:
@@ -886,8 +1013,14 @@ def sysfs_rdma(root: str = "/sys") -> tuple[list[dict[str, Any]], dict[str, dict
     return lines, pci
 
 
-def collect(params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys") -> dict[str, Any]:
+def collect(
+    params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys", proc: str = "/proc"
+) -> dict[str, Any]:
     """Everything the module returns, from the node's tools and sysfs.
+
+    With `topology` (GPU nodes) also the PCI tree of the GPUs and fabric NICs
+    (read_pci_topology) and the CPU (parse_cpuinfo of /proc/cpuinfo, the machine's
+    architecture), which gpufleet.fabric.topo turns into an NCCL topology file.
 
     run(argv) -> (rc, stdout, stderr); find(name or path) -> an executable path or None
     (AnsibleModule's run_command and get_bin_path on the node; fakes in the unit tests).
@@ -927,7 +1060,13 @@ def collect(params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys") 
         links = sys_lines
         tools["sysfs"] = "ok (netdevs read from sysfs)"
     topo = None
+    pci_tree: dict[str, Any] | None = None
+    cpu: dict[str, Any] | None = None
     if params.get("topology"):
+        import os
+
+        pci_tree = read_pci_topology(root)
+        cpu = {**parse_cpuinfo(_read(os.path.join(proc, "cpuinfo")) or ""), "arch": os.uname()[4]}
         text = output("nvidia-smi", [params["nvidia_smi"], "topo", "-m"])
         if text is not None:
             try:
@@ -978,6 +1117,8 @@ def collect(params: Mapping[str, Any], run: Any, find: Any, root: str = "/sys") 
                 "order": selection["order"],
                 "tools": tools,
                 "topology": topo,
+                "pci": pci_tree,
+                "cpu": cpu,
             }
         },
         "checks": checks,

@@ -229,6 +229,32 @@ def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
         assert unknown.returncode == 2 and "no recording" in unknown.stderr
 
 
+def test_lab_up_again_installs_nothing_new_and_keeps_the_replay_set(lab_site):
+    """A second `lab up` on the running lab: the operator's key still works, the replay tools
+    are copied only when their digest differs (a node's chosen recording set stays), and a
+    replay tool removed from a node comes back when its digest no longer matches."""
+    site, env, _, _ = lab_site
+    lab, cluster = core.open_lab(site)
+    gpu1 = next(n for n in cluster.nodes if n.name == "gpu1")
+    name = lab.container("gpu1")
+    pm.exec_in(name, "sh", "-c", "echo unhealthy > /etc/gpufleet-replay/set")
+    again = _gpufleet("lab", "up", "--site", str(site), env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    node_state = pm.exec_in(name, "cat", "/etc/gpufleet-replay/set", "/etc/gpufleet-replay/digest")
+    assert node_state.stdout.split() == ["unhealthy", core.replay_digest()]
+    # A stale copy (digest changed, a tool missing) is replaced; the set still stays.
+    stale = "rm /usr/local/bin/ibstat; echo stale > /etc/gpufleet-replay/digest"
+    pm.exec_in(name, "sh", "-c", stale)
+    again = _gpufleet("lab", "up", "--site", str(site), env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    user = cluster.site.ssh_user
+    ib = core.ssh(lab, user, str(gpu1.frontend.address), "ibstat")
+    assert ib.returncode == 0 and ib.stdout.count("State: Active") >= 8, ib.stderr
+    node_state = pm.exec_in(name, "cat", "/etc/gpufleet-replay/set", "/etc/gpufleet-replay/digest")
+    assert node_state.stdout.split() == ["unhealthy", core.replay_digest()]
+    pm.exec_in(name, "sh", "-c", "echo healthy > /etc/gpufleet-replay/set")
+
+
 def _fabric(site: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return _gpufleet("lab", "converge", "--site", str(site), "--playbook", "playbooks/fabric.yml",
                      env=env)  # fmt: skip
@@ -247,6 +273,10 @@ def test_rails_reach_every_peer_and_faults_are_named(lab_site):
     lab, cluster = core.open_lab(site)
     ok = _fabric(site, env)
     assert ok.returncode == 0, ok.stdout[-5000:] + ok.stderr
+    # Facts are cached in the lab's own state (ansible-runner would keep them in its
+    # temporary artifacts, and every converge would gather them again).
+    cached = sorted(f.name.rsplit("_", 1)[-1] for f in lab.facts_dir.iterdir())
+    assert cached == sorted(n.name for n in cluster.nodes), cached
     gpu1 = next(n for n in cluster.nodes if n.name == "gpu1")
     rules = core.ssh(lab, cluster.site.ssh_user, str(gpu1.frontend.address), "ip", "rule").stdout
     for rail in gpu1.rails:

@@ -259,3 +259,32 @@ def test_module_runs_under_ansible_in_check_mode(tmp_path):
     )
     assert result["failures"] == []
     assert {c["status"] for c in result["checks"]} == {"pass"}
+
+
+def test_collect_reads_the_pci_tree_and_cpu_on_gpu_nodes(tmp_path):
+    # constructed: the HGX pair of test_fabric_topo in sysfs and an x86 /proc/cpuinfo; the
+    # recorded ibstat as the tool; nvidia-smi missing (its failure is a line, not a crash).
+    from test_fabric_topo import constructed_hgx
+
+    constructed_hgx(tmp_path / "sys")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n\n"
+    )
+    run, find = _tools({"ibstat": (0, recorded(IBSTAT_IB), "")})
+    params = {**PARAMS, "topology": True}
+    result = module.collect(
+        params, run, find, root=str(tmp_path / "sys"), proc=str(tmp_path / "proc")
+    )
+    fabric = result["ansible_facts"]["gpufleet_fabric"]
+    assert [(d["address"], d["kind"]) for d in fabric["pci"]["devices"]] == [
+        ("0000:18:00.0", "nic"),
+        ("0000:19:00.0", "gpu"),
+    ]
+    assert fabric["cpu"] == {"vendor": "AuthenticAMD", "family": 25, "model": 17,
+                             "arch": os.uname()[4]}  # fmt: skip
+    assert fabric["tools"]["nvidia-smi"].startswith("not found")
+    json.dumps(result)  # the facts survive JSON
+    # Without topology (nodes without GPUs) nothing of it is read.
+    plain = module.collect(PARAMS, run, find, root=str(tmp_path / "sys"))
+    assert plain["ansible_facts"]["gpufleet_fabric"]["pci"] is None

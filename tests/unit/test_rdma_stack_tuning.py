@@ -99,3 +99,57 @@ def test_unit_and_gating(variables):
     assert include["when"] == "rdma_stack_rails > 0"
     block = task_named(TASKS, "RoCE lossless class, applied at every boot")
     assert block["when"] == "rdma_stack_fabric_type == 'roce'"
+
+
+# --- the NCCL topology file (flat, virtualised PCI trees) ---------------------------------------
+
+
+def topo_variables(variables: dict, pci: dict | None, mode: str = "auto") -> dict:
+    cpu = {"arch": "x86_64", "vendor": "GenuineIntel", "family": 6, "model": 143}
+    fabric = {**variables["ansible_facts"]["gpufleet_fabric"], "pci": pci, "cpu": cpu}
+    return {**variables, "ansible_facts": {"gpufleet_fabric": fabric},
+            "rdma_stack_nccl_topo_file": mode}  # fmt: skip
+
+
+def topo_step_runs(v: dict) -> bool:
+    block = task_named(TASKS, "NCCL topology file where NCCL cannot read the PCI tree itself")
+    return bool(render(v, f"({block['when']}) | bool"))
+
+
+def nccl_conf(v: dict) -> list[str]:
+    task = task_named(TASKS, "Write /etc/nccl.conf from the discovered rails and GPU-NIC affinity")
+    return render(v, task["ansible.builtin.copy"]["content"].strip()[3:-3]).splitlines()
+
+
+def test_flat_tree_gets_a_topology_file_named_in_nccl_conf(variables):
+    from test_fabric_topo import flat_vm_facts
+
+    from gpufleet.fabric.topo import render_topo_xml
+
+    v = topo_variables(variables, flat_vm_facts())
+    assert topo_step_runs(v)
+    block = task_named(TASKS, "NCCL topology file where NCCL cannot read the PCI tree itself")
+    write = next(t for t in block["block"] if "ansible.builtin.copy" in t)["ansible.builtin.copy"]
+    assert render(v, write["dest"].strip()[3:-3]) == "/etc/nccl/topo.xml"
+    xml = render(v, write["content"].strip()[3:-3])
+    fabric = v["ansible_facts"]["gpufleet_fabric"]
+    hcas = [r["hca"] for r in fabric["rails"]]
+    assert xml == render_topo_xml(fabric["pci"], rails=hcas, cpu=fabric["cpu"])
+    assert "NCCL_TOPO_FILE=/etc/nccl/topo.xml" in nccl_conf(v)
+
+
+def test_no_topology_file_on_bare_metal_or_when_never(variables):
+    from test_fabric_topo import flat_vm_facts
+
+    # The recorded RoCE node as the module reports it without a PCI tree: nothing written.
+    assert not topo_step_runs(topo_variables(variables, None))
+    assert not any(
+        ln.startswith("NCCL_TOPO_FILE") for ln in nccl_conf(topo_variables(variables, None))
+    )
+    never = topo_variables(variables, flat_vm_facts(), mode="never")
+    assert not topo_step_runs(never)
+    assert not any(ln.startswith("NCCL_TOPO_FILE") for ln in nccl_conf(never))
+    # GPU nodes only: nccl.conf off means no topology file either.
+    assert not topo_step_runs(
+        {**topo_variables(variables, flat_vm_facts()), "rdma_stack_nccl_conf": False}
+    )

@@ -14,6 +14,13 @@ gpufleet.fabric.node (also inside library/gpufleet_fabric_facts.py, which runs i
   check_ports(node, ports, rails, rate=, link_layer=, pcie_width=, pcie_gen=)
       -> [{"check", "status", "node", "rail", "port", "seen", "expected", "message"}]
   failure_lines(results) -> [message, ...]
+  read_pci_topology(root) -> {"devices": [GPU and fabric NIC with numa_node, link, bridges,
+      hcas], "numa": {node: cpumap}} (the one reader of the node: sysfs)
+  parse_cpuinfo(text) -> {"vendor", "family", "model"}
+gpufleet.fabric.topo
+  topo_file_needed(pci, mode) -> (bool, why): auto writes one only for a flat PCI tree
+  render_topo_xml(pci, rails=, cpu=, gdr=) -> the NCCL_TOPO_FILE XML
+  flat_devices(pci) -> [GPU/NIC addresses directly on a root bus]
 gpufleet.fabric.nccl
   render_nccl_conf(rails, fabric_type=, nccl=, socket_ifname=, roce=, gid_index=, topo=,
                    topo_file=, gdr_across_cpu=, header=) -> the text of /etc/nccl.conf
@@ -25,10 +32,11 @@ gpufleet.fabric.fleet
   check_firmware(fleet, rails=) -> [line per HCA off the fleet's firmware]
 gpufleet.fabric.filters (Jinja filters for the roles: `from gpufleet.fabric.filters import
 FilterModule` in a role's filter_plugins/)
-  gpufleet_interface_of, gpufleet_nccl_conf, gpufleet_roce_qos, gpufleet_fabric_firmware
+  gpufleet_interface_of, gpufleet_nccl_conf, gpufleet_roce_qos, gpufleet_fabric_firmware,
+  gpufleet_nccl_topo_needed, gpufleet_nccl_topo_xml
 
 Every error is a ValueError subclass with a one-line message naming the input and the fix:
-FabricParseError (tool and line), RailSelectionError, NcclConfigError, QosError.
+FabricParseError (tool and line), RailSelectionError, NcclConfigError, QosError, TopoError.
 """
 
 from __future__ import annotations
@@ -42,13 +50,16 @@ from gpufleet.fabric.node import (
     disagreements,
     failure_lines,
     merge_ports,
+    parse_cpuinfo,
     parse_ibdev2netdev,
     parse_ibstat,
     parse_ibv_devinfo,
     parse_topo_nics,
+    read_pci_topology,
     select_rails,
 )
 from gpufleet.fabric.qos import QosError, RoceQos, qos_settings, render_qos
+from gpufleet.fabric.topo import TopoError, flat_devices, render_topo_xml, topo_file_needed
 
 __all__ = [
     "FabricParseError",
@@ -56,18 +67,24 @@ __all__ = [
     "QosError",
     "RailSelectionError",
     "RoceQos",
+    "TopoError",
     "check_firmware",
     "check_ports",
     "disagreements",
     "failure_lines",
+    "flat_devices",
     "merge_ports",
+    "parse_cpuinfo",
     "parse_ibdev2netdev",
     "parse_ibstat",
     "parse_ibv_devinfo",
     "parse_topo_nics",
     "qos_settings",
+    "read_pci_topology",
     "render_nccl_conf",
     "render_qos",
+    "render_topo_xml",
     "roce_v2_gid_index",
     "select_rails",
+    "topo_file_needed",
 ]

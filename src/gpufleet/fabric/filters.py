@@ -17,6 +17,10 @@ shows their one-line message as the task's failure.
   gpufleet_roce_qos(rails, settings=None, trust_command=True) -> {"commands": [argv],
       "mkdirs": [path], "writes": [{"path", "value", "required", "why"}]}
   gpufleet_fabric_firmware(fabric_by_node) -> failure lines (node -> gpufleet_fabric fact)
+  gpufleet_nccl_topo_needed(fabric, mode) -> whether the node gets an NCCL topology file
+      (mode auto, always or never; gpufleet.fabric.topo.topo_file_needed)
+  gpufleet_nccl_topo_xml(fabric, gdr=None) -> the NCCL topology XML of the node's GPUs and
+      rail NICs (gpufleet.fabric.topo.render_topo_xml over the fact's pci, cpu and rails)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from gpufleet.fabric.fleet import check_firmware
 from gpufleet.fabric.nccl import render_nccl_conf
 from gpufleet.fabric.qos import qos_settings, render_qos
+from gpufleet.fabric.topo import render_topo_xml, topo_file_needed
 
 
 def gpufleet_interface_of(address: str, ansible_facts: Mapping[str, Any]) -> str:
@@ -93,6 +98,20 @@ def gpufleet_fabric_firmware(fabric_by_node: Mapping[str, Mapping[str, Any]]) ->
     return check_firmware(fleet, rails)
 
 
+def gpufleet_nccl_topo_needed(fabric: Mapping[str, Any], mode: str) -> bool:
+    """Whether to write an NCCL topology file for the node (its fact's PCI tree, the mode)."""
+    return topo_file_needed(fabric.get("pci") or {}, mode)[0]
+
+
+def gpufleet_nccl_topo_xml(fabric: Mapping[str, Any], gdr: bool | None = None) -> str:
+    """The NCCL topology XML from the node's `gpufleet_fabric` fact: its PCI tree, its CPU and
+    the rails (their HCAs in rail order)."""
+    rails = [str(r["hca"]) for r in fabric.get("rails") or []]
+    return render_topo_xml(
+        fabric.get("pci") or {}, rails=rails or None, cpu=fabric.get("cpu") or {}, gdr=gdr
+    )
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -102,4 +121,6 @@ class FilterModule:
             "gpufleet_nccl_conf": gpufleet_nccl_conf,
             "gpufleet_roce_qos": gpufleet_roce_qos,
             "gpufleet_fabric_firmware": gpufleet_fabric_firmware,
+            "gpufleet_nccl_topo_needed": gpufleet_nccl_topo_needed,
+            "gpufleet_nccl_topo_xml": gpufleet_nccl_topo_xml,
         }

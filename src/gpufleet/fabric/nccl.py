@@ -30,7 +30,8 @@ holds. Sources, all in NVIDIA's NCCL "Environment Variables" documentation (chec
   GPUDirect RDMA, so rendering stops with the GPU and NIC named, unless the caller accepts
   GPUDirect across the CPU (`gdr_across_cpu`): then PHB (same NUMA node) or SYS is written.
   Without a matrix nothing is written.
-- NCCL_TOPO_FILE: only when the caller asks for one (a profile that ships a topology XML).
+- NCCL_TOPO_FILE: only when the caller gives one: the file gpufleet.fabric.topo wrote from the
+  node's PCI facts where NCCL's own detection sees a flat tree (VMs), or one asked for.
 """
 
 from __future__ import annotations
@@ -234,7 +235,8 @@ def render_nccl_conf(
     if topo_file:
         if not topo_file.startswith("/") or any(c.isspace() for c in topo_file):
             raise NcclConfigError(f"topo_file {topo_file!r} is not an absolute path")
-        out += ["", "# The topology the profile ships (asked for).", f"NCCL_TOPO_FILE={topo_file}"]
+        why = "# The PCI topology NCCL cannot read from sysfs here, written from the node's facts."
+        out += ["", why, f"NCCL_TOPO_FILE={topo_file}"]
     return "\n".join(out) + "\n"
 
 

@@ -24,6 +24,11 @@ Facts and judgement:
                             each other port is not one (raises RailSelectionError).
 - check_ports(...)          per rail: present, Active/LinkUp, rate, link layer, PCIe link;
                             each failure names the node, rail, HCA/port, seen vs expected.
+
+Node-side reading (the only I/O in the block; `root` makes it testable on constructed trees):
+- read_pci_topology(root)   GPUs and fabric NICs with their NUMA node, PCIe link, the chain of
+                            bridges above them, HCAs and port rates (for gpufleet.fabric.topo).
+- parse_cpuinfo(text)       the CPU vendor, family and model NCCL's topology names.
 """
 
 from __future__ import annotations
@@ -719,6 +724,130 @@ def check_ports(
 def failure_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """The message of every result that failed or could not be confirmed."""
     return [str(r["message"]) for r in results if r["status"] != PASS]
+
+
+# --------------------------------------------------------------------------- PCI tree (sysfs)
+
+# What the NCCL topology needs from the PCI tree (gpufleet.fabric.topo renders it): GPUs are
+# NVIDIA (vendor 0x10de) 3D controllers (class 0x0302xx; an NVSwitch is an "other bridge",
+# 0x0680xx, and is not a GPU); fabric NICs are NVIDIA/Mellanox (0x15b3) InfiniBand (0x0207xx) or
+# Ethernet (0x0200xx) functions. PCI IDs and class codes: the PCI ID repository (pci-ids.ucw.cz).
+PCI_GPU_VENDOR = "0x10de"
+PCI_GPU_CLASSES = ("0x0302",)
+PCI_NIC_VENDOR = "0x15b3"
+PCI_NIC_CLASSES = ("0x0207", "0x0200")
+_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_HOST_BRIDGE = re.compile(r"^pci([0-9a-f]{4}:[0-9a-f]{2})$")
+
+
+def _sysfs_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _pci_link(device_dir: str) -> dict[str, Any]:
+    """class, vendor, device and the current PCIe link of one PCI function's sysfs directory."""
+    import os
+
+    out: dict[str, Any] = {}
+    for name in ("class", "vendor", "device", "current_link_speed", "current_link_width"):
+        value = _sysfs_text(os.path.join(device_dir, name))
+        if value is not None:
+            key = {"current_link_speed": "link_speed", "current_link_width": "link_width"}
+            out[key.get(name, name)] = value
+    return out
+
+
+def read_pci_topology(root: str = "/sys") -> dict[str, Any]:
+    """The GPUs and fabric NICs of the node with where they sit in the PCI tree, from sysfs.
+
+    Per device (/sys/bus/pci/devices/ADDR, resolved to /sys/devices/pciDDDD:BB/.../ADDR):
+    address, kind (gpu or nic), class, vendor, device, numa_node (-1 where the platform does
+    not say, as in many VMs), link_speed ("32.0 GT/s PCIe") and link_width ("16"), host (the
+    root bus DDDD:BB of its host bridge), bridges (the PCI bridges and switch ports from the
+    root down to it, each with its own class and link), and for NICs hcas (the RDMA devices
+    of the function: hca, and per port its rate in Gb/s from ports/N/rate) and netdevs.
+    Also numa: {node: cpumap} from /sys/devices/system/node/nodeN/cpumap (the hex mask NCCL
+    calls affinity). Missing files are left out; a node without sysfs gives empty lists.
+    """
+    import os
+
+    devices: list[dict[str, Any]] = []
+    bus = os.path.join(root, "bus", "pci", "devices")
+    try:
+        addresses = sorted(a for a in os.listdir(bus) if _BDF.match(a))
+    except OSError:
+        addresses = []
+    for address in addresses:
+        link = os.path.join(bus, address)
+        info = _pci_link(link)
+        vendor, klass = info.get("vendor", ""), info.get("class", "")
+        if vendor == PCI_GPU_VENDOR and klass.startswith(PCI_GPU_CLASSES):
+            kind = "gpu"
+        elif vendor == PCI_NIC_VENDOR and klass.startswith(PCI_NIC_CLASSES):
+            kind = "nic"
+        else:
+            continue
+        real = os.path.realpath(link)
+        parts = real.split(os.sep)
+        host = next((m.group(1) for m in map(_HOST_BRIDGE.match, parts) if m), None)
+        chain: list[dict[str, Any]] = []
+        for i, part in enumerate(parts[:-1]):
+            if _BDF.match(part):
+                chain.append({"address": part, **_pci_link(os.sep.join(parts[: i + 1]))})
+        node = _sysfs_text(os.path.join(link, "numa_node"))
+        record: dict[str, Any] = {
+            "address": address,
+            "kind": kind,
+            **info,
+            "numa_node": int(node) if node and re.fullmatch(r"-?\d+", node) else -1,
+            "host": host,
+            "bridges": chain,
+        }
+        if kind == "nic":
+            hcas = []
+            ib = os.path.join(link, "infiniband")
+            for hca in sorted(os.listdir(ib), key=_natural) if os.path.isdir(ib) else []:
+                ports: dict[int, Any] = {}
+                pdir = os.path.join(ib, hca, "ports")
+                for port in sorted(os.listdir(pdir), key=_natural) if os.path.isdir(pdir) else []:
+                    rate = _sysfs_text(os.path.join(pdir, port, "rate")) or ""
+                    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec", rate)
+                    ports[int(port)] = _number(m.group(1)) if m else None
+                hcas.append({"hca": hca, "ports": ports})
+            net = os.path.join(link, "net")
+            record["hcas"] = hcas
+            record["netdevs"] = sorted(os.listdir(net)) if os.path.isdir(net) else []
+        devices.append(record)
+    numa: dict[int, str] = {}
+    nodes = os.path.join(root, "devices", "system", "node")
+    for name in sorted(os.listdir(nodes)) if os.path.isdir(nodes) else []:
+        m = re.fullmatch(r"node(\d+)", name)
+        cpumap = _sysfs_text(os.path.join(nodes, name, "cpumap")) if m else None
+        if m and cpumap:
+            numa[int(m.group(1))] = cpumap
+    return {"devices": devices, "numa": numa}
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """/proc/cpuinfo -> {"vendor", "family", "model"} of the first processor (x86: vendor_id,
+    cpu family, model; on Arm these are absent and None). NCCL's <cpu> carries them."""
+    out: dict[str, Any] = {"vendor": None, "family": None, "model": None}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
+    for line in _lines(text):
+        if not line.strip():
+            if any(v is not None for v in out.values()):
+                break
+            continue
+        key, _, value = line.partition(":")
+        name = keys.get(key.strip())
+        if name and out[name] is None:
+            value = value.strip()
+            out[name] = int(value) if name != "vendor" and value.isdigit() else value
+    return out
 
 
 # END gpufleet.fabric.node

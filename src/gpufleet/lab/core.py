@@ -13,6 +13,7 @@ exactly that and nothing else.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -24,9 +25,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -74,6 +75,16 @@ class Lab:
     @property
     def bmc_password_file(self) -> Path:
         return self.state_dir / "bmc-password"
+
+    @property
+    def facts_dir(self) -> Path:
+        """Ansible's fact cache for this lab's nodes: `down` removes it with the state,
+        and a node whose container is created anew loses its cached facts."""
+        return self.state_dir / "facts"
+
+    def ansible_env(self) -> dict[str, str]:
+        """Environment for ansible-playbook against this lab (the lab's own fact cache)."""
+        return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.facts_dir.resolve())}
 
 
 def open_lab(site: str | Path) -> tuple[Lab, Cluster]:
@@ -268,6 +279,10 @@ def _create_node(lab: Lab, node: Node, say: Say) -> None:
             opts += f",mac={node.boot_mac}"
         args += ["--network", f"{lab.network(iface.network)}:{opts}"]
     pm.podman(*args, NODE_IMAGE)
+    # Facts cached for an earlier container of this name describe a node that is gone.
+    for cached in lab.facts_dir.glob(f"*{node.name}"):
+        if cached.name.endswith(f"_{node.name}") or cached.name == node.name:
+            cached.unlink()
     say(f"node {node.name}: container {name} created (powered off)")
 
 
@@ -308,36 +323,42 @@ def _port_open(address: str, port: int = 22) -> bool:
         return False
 
 
-def _install(lab: Lab, node: Node, user: str, pubkey: str) -> None:
-    """What an OS installer does: the operator account, its key, sudo."""
+# One `podman exec` per node on every `up` (each costs a few hundred ms of CPU on a
+# 2-core host): wait for boot, what an OS installer does (the operator account, its key,
+# sudo), then print the node's SSH host key and the digest of the replay tools it holds.
+_INSTALL = r"""
+set -eu
+user=$1 pubkey=$2
+i=0
+while :; do
+  state=$(systemctl is-system-running 2>/dev/null || true)
+  case $state in running | degraded) break ;; esac
+  i=$((i + 1))
+  [ "$i" -le 450 ] || { echo "not booted after 90 s: $state" >&2; exit 3; }
+  sleep 0.2
+done
+id -u "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
+install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
+printf '%s\n' "$pubkey" > "/home/$user/.ssh/authorized_keys"
+chown "$user:$user" "/home/$user/.ssh/authorized_keys"
+chmod 0600 "/home/$user/.ssh/authorized_keys"
+printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" > "/etc/sudoers.d/90-$user"
+chmod 0440 "/etc/sudoers.d/90-$user"
+cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub
+cat /etc/gpufleet-replay/digest 2>/dev/null || echo none
+"""
+
+
+def _install(lab: Lab, node: Node, user: str, pubkey: str) -> tuple[str, str]:
+    """Install the node the way an OS installer would; (host key line, replay digest)."""
     name = lab.container(node.name)
-    _wait(
-        lambda: (
-            pm.exec_in(name, "systemctl", "is-system-running", check=False).stdout.strip()
-            in ("running", "degraded")
-        ),
-        90,
-        f"{node.name} to boot",
-    )
-    script = (
-        f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
-        f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh; "
-        f"printf '%s\\n' '{pubkey}' > /home/{user}/.ssh/authorized_keys; "
-        f"chown {user}:{user} /home/{user}/.ssh/authorized_keys; "
-        f"chmod 0600 /home/{user}/.ssh/authorized_keys; "
-        f"printf '%s\\n' '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/90-{user}; "
-        f"chmod 0440 /etc/sudoers.d/90-{user}"
-    )
-    pm.exec_in(name, "sh", "-c", script)
-
-
-def _host_keys(lab: Lab, cluster: Cluster) -> str:
-    lines = []
-    for node in cluster.nodes:
-        key = pm.exec_in(lab.container(node.name), "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
-        keytype, blob = key.stdout.split()[:2]
-        lines.append(f"{node.frontend.address},{node.name} {keytype} {blob}")
-    return "\n".join(lines) + "\n"
+    result = pm.exec_in(name, "sh", "-c", _INSTALL, "install", user, pubkey, check=False)
+    if result.returncode != 0:
+        raise UserError(f"{node.name}: installing the operator account failed: "
+                        f"{result.stderr.strip() or result.stdout.strip()}")  # fmt: skip
+    lines = result.stdout.split("\n")
+    keytype, blob = lines[0].split()[:2]
+    return f"{node.frontend.address},{node.name} {keytype} {blob}", lines[1].strip()
 
 
 REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev")
@@ -345,27 +366,39 @@ REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev")
 REPLAY = resources.files("gpufleet.lab") / "replay"
 
 
-def _copy_in(entry: Traversable, container: str, dest: str) -> None:
-    with resources.as_file(entry) as path:
-        pm.podman("cp", str(path), f"{container}:{dest}")
+def replay_digest() -> str:
+    """SHA-256 over the replay tools and recordings (names and contents)."""
+    digest = hashlib.sha256()
+    for sub in ("bin", "recordings"):
+        for entry in sorted((REPLAY / sub).iterdir(), key=lambda e: e.name):
+            digest.update(f"{sub}/{entry.name}\0".encode())
+            digest.update(entry.read_bytes())
+    return digest.hexdigest()
 
 
-def _install_replay(lab: Lab, node_name: str) -> None:
+def _install_replay(lab: Lab, node_name: str, digest: str) -> None:
     """GPU nodes only: replay tools that print outputs recorded on real H100 systems
     (gpufleet/lab/replay: bin/ and recordings/ with their sources) where the real tools
-    would be. The lab installs them, as a stand-in for hardware; roles never do."""
+    would be. The lab installs them, as a stand-in for hardware; roles never do. Copied
+    only when the node's copy differs (its digest); a recording set a fault chose stays."""
     name = lab.container(node_name)
-    data = "/usr/share/gpufleet-replay"
-    pm.exec_in(name, "install", "-d", "-m", "0755", data, "/etc/gpufleet-replay")
-    for recording in sorted((REPLAY / "recordings").iterdir(), key=lambda e: e.name):
-        _copy_in(recording, name, f"{data}/{recording.name}")
-    for tool in REPLAY_TOOLS:
-        _copy_in(REPLAY / "bin" / tool, name, f"/usr/local/bin/{tool}")
-    pm.exec_in(name, "sh", "-c", "echo healthy > /etc/gpufleet-replay/set; "
-               "chown -R root:root /usr/share/gpufleet-replay /usr/local/bin; "
-               "chmod 0644 /usr/share/gpufleet-replay/*; "
-               "chmod 0755 /usr/local/bin/nvidia-smi /usr/local/bin/nv-fabricmanager "
-               "/usr/local/bin/ibstat /usr/local/bin/ibdev2netdev")  # fmt: skip
+    stage = "/usr/local/lib/gpufleet-replay-stage"
+    pm.exec_in(name, "rm", "-rf", stage)
+    with resources.as_file(REPLAY) as path:
+        pm.podman("cp", str(path), f"{name}:{stage}")
+    tools = " ".join(REPLAY_TOOLS)
+    pm.exec_in(
+        name,
+        "sh",
+        "-c",
+        f"""set -eu
+install -d -m 0755 /usr/share/gpufleet-replay /etc/gpufleet-replay
+install -m 0644 -o root -g root {stage}/recordings/* /usr/share/gpufleet-replay/
+for tool in {tools}; do install -m 0755 -o root -g root {stage}/bin/$tool /usr/local/bin/$tool; done
+rm -rf {stage}
+[ -s /etc/gpufleet-replay/set ] || echo healthy > /etc/gpufleet-replay/set
+echo {digest} > /etc/gpufleet-replay/digest""",
+    )
 
 
 def connection_vars(lab: Lab, pubkey: str) -> str:
@@ -415,19 +448,27 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
             redfish_power(lab, node, "On")
             say(f"node {node.name}: powered on through its BMC")
     user = cluster.site.ssh_user
+    digest = replay_digest()
+    host_keys = []
     for node in cluster.nodes:
-        _install(lab, node, user, pubkey)
-        if node.role == "gpu":
-            _install_replay(lab, node.name)
-    lab.known_hosts.write_text(_host_keys(lab, cluster))
+        host_key, node_digest = _install(lab, node, user, pubkey)
+        host_keys.append(host_key)
+        if node.role == "gpu" and node_digest != digest:
+            _install_replay(lab, node.name, digest)
+    lab.known_hosts.write_text("\n".join(host_keys) + "\n")
     write_inventory(lab.site_dir, render_inventory(cluster))
     (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
-    for node in cluster.nodes:
+
+    def check_ssh(node: Node) -> None:
         address = str(node.frontend.address)
         _wait(functools.partial(_port_open, address), 60, f"sshd on {node.name} ({address})")
         result = ssh(lab, user, address, "true")
         if result.returncode != 0:
             raise UserError(f"{node.name}: SSH with the lab key failed: {result.stderr.strip()}")
+
+    # All nodes at once: each check mostly waits on the network and the node's sshd.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(check_ssh, cluster.nodes))
     summary = {"nodes": len(cluster.nodes), "seconds": round(time.monotonic() - start, 1)}
     _record(lab, "up", summary)
     say(f"lab {lab.name}: {len(cluster.nodes)} nodes up, SSH checked with the lab key "
