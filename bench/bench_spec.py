@@ -114,7 +114,7 @@ def generate(gpus: int) -> dict[str, Any]:
             "doca_ofed": "2.9.1",
             "nccl": "2.21.5-1+cuda12.4",
             "nccl_tests": "v2.13.11",
-            "slurm": "24.05.4",
+            "slurm": "22.05.8-4+deb12u3",
         },
         "nodes": nodes,
     }

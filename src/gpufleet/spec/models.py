@@ -61,6 +61,21 @@ def _version_text(value: Any) -> Any:
     return value
 
 
+def _slurm_version(value: Any) -> Any:
+    """The roles pin Slurm's distribution packages (apt, roles/version_lock), so the lock
+    holds the package version; an upstream release alone names no package."""
+    value = _number_as_text(value, "a version string", "22.05.8-4+deb12u3")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"\d{2}\.\d{2}\.\d+", value):
+        raise fail(
+            f"{value!r} is an upstream Slurm release, not the version of a Slurm package",
+            "give the package version as `apt-cache policy slurmd` shows it, the same on every"
+            " node, e.g. 22.05.8-4+deb12u3 (Debian 12)",
+        )
+    return value
+
+
 def _ipv4_address(value: Any) -> IPv4Address:
     if isinstance(value, IPv4Address):
         return value
@@ -157,6 +172,7 @@ def _host(value: Any) -> Any:
 
 
 Version = Annotated[str, BeforeValidator(_version_text)]
+SlurmVersion = Annotated[str, BeforeValidator(_slurm_version)]
 Ipv4 = Annotated[IPv4Address, BeforeValidator(_ipv4_address)]
 Subnet = Annotated[IPv4Network, BeforeValidator(_ipv4_network)]
 Mac = Annotated[str, BeforeValidator(_mac)]
@@ -676,7 +692,11 @@ class Versions(Strict):
         pattern=r"^2\.\d+\.\d+-\d+(\+cuda\d+\.\d+)?$", description="e.g. 2.23.4-1"
     )
     nccl_tests: Version = Field(pattern=r"^v\d+\.\d+\.\d+$", description="git tag, e.g. v2.13.11")
-    slurm: Version = Field(pattern=r"^\d{2}\.\d{2}\.\d+(-\d+)?$", description="e.g. 24.05.4")
+    slurm: SlurmVersion = Field(
+        pattern=r"^\d{2}\.\d{2}\.\d+-[0-9A-Za-z.+~]+$",
+        description="the Slurm packages' version as apt shows it, the same on every node,"
+        " e.g. 22.05.8-4+deb12u3 (Debian 12)",
+    )
 
 
 # --- Slurm ------------------------------------------------------------------------------------
