@@ -13,7 +13,8 @@ Files (relative to the site directory):
   (`derived_facts`: has GPUs, NVSwitch, Fabric Manager, RDMA, container,
   fabric interface names and leaf switches, expected PCIe link).
 - group_vars/all/gpufleet.yml: site-wide settings from the spec (site, NTP,
-  admin CIDRs, SSH user and keys, version lock, networks, fabric, VIPs, profiles).
+  admin CIDRs, SSH user and keys, version lock, networks, fabric, VIPs, profiles,
+  Slurm controllers, partitions and GRES).
 """
 
 from __future__ import annotations
@@ -221,6 +222,26 @@ def render_hosts(cluster: Cluster) -> str:
     return "".join(out)
 
 
+def _slurm(cluster: Cluster) -> dict[str, Any]:
+    """`gpufleet_slurm`: the resolved `slurm:` section (gpufleet.model.build.resolve_slurm)."""
+    s = cluster.slurm
+    return {
+        "controllers": list(s.controllers),
+        "accounting": s.accounting,
+        "partitions": [
+            {
+                "name": p.name,
+                "nodes": p.nodes if isinstance(p.nodes, str) else list(p.nodes),
+                "default": p.default,
+                "exclusive": p.exclusive,
+                "max_time": p.max_time,
+            }
+            for p in s.partitions
+        ],
+        "gres": {name: {"type": g.type, "count": g.count} for name, g in s.gres.items()},
+    }
+
+
 def render_group_vars(cluster: Cluster) -> str:
     networks: dict[str, Any] = {}
     for s in cluster.subnets:
@@ -267,6 +288,7 @@ def render_group_vars(cluster: Cluster) -> str:
             for x in cluster.vips
         ],
         "gpufleet_profiles": {name: prof.model_dump() for name, prof in cluster.profiles.items()},
+        "gpufleet_slurm": _slurm(cluster),
     }
     return _header(cluster, "Site-wide variables") + _dump(data)
 

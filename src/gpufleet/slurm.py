@@ -11,6 +11,8 @@ exposes them as Jinja filters); the unit tests feed them outputs recorded on rea
   Slurm is built without NVML) with the device file from the GPU's minor number and Cores=
   from the CPUs the GPU is closest to (`nvidia-smi topo -m`), as Slurm's logical core indices.
 - `topology_conf`: topology.conf (topology/tree) from the leaf switches of each node's rails.
+- `default_controllers`, `gres_type`, `parse_gres`: the spec's `slurm:` defaults, resolved
+  once by gpufleet.model (controllers, GRES per profile).
 - `partition_problems`, `controller_problems`, `gres_problems`: the bad inputs Slurm itself
   would only report at run time (a partition naming a node that does not exist, a GRES count
   above the node's GPUs, two controllers with the same name), as Problem lines.
@@ -215,6 +217,28 @@ def gres_count(gres: str, name: str = "gpu") -> int:
             continue
         total += int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
     return total
+
+
+def default_controllers(heads: Iterable[str]) -> tuple[str, ...]:
+    """The controllers when the spec names none: the first two head nodes in name order
+    (primary, backup); () without head nodes."""
+    return tuple(sorted(heads)[:2])
+
+
+def gres_type(gpu_model: str) -> str | None:
+    """The GRES type of a GPU model: its first token, lowercased ('H100-SXM5-80GB' -> 'h100');
+    None when nothing usable is left (the GRES is then untyped)."""
+    token = re.split(r"[-\s]", gpu_model.strip(), maxsplit=1)[0].lower()
+    token = re.sub(r"[^a-z0-9_.]", "", token)
+    return token or None
+
+
+def parse_gres(gres: str) -> tuple[str | None, int]:
+    """'gpu:h100:8' -> ('h100', 8); 'gpu:8' -> (None, 8) (the spec's form, one GPU GRES)."""
+    parts = gres.strip().split(":")
+    if parts[0] != "gpu" or len(parts) not in (2, 3) or not parts[-1].isdigit():
+        raise ValueError(f"{gres!r} is not gpu:<type>:<count> or gpu:<count>")
+    return (parts[1] if len(parts) == 3 else None), int(parts[-1])
 
 
 def partition_problems(

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from gpufleet.inventory import GROUP_VARS_FILE, HOSTS_FILE, render_inventory, write_inventory
+from gpufleet.inventory import (
+    GROUP_VARS_FILE,
+    HOSTS_FILE,
+    render_group_vars,
+    render_inventory,
+    write_inventory,
+)
 from gpufleet.model import cluster_from_data, load_cluster
+from gpufleet.model.build import resolve_slurm
+from gpufleet.spec.checks import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ["example-ib", "example-roce", "lab"]
@@ -95,3 +105,167 @@ def test_write_inventory_only_rewrites_changes(tmp_path: Path) -> None:
     second = write_inventory(tmp_path, files)
     assert [changed for _, changed in second] == [False, False]
     assert (tmp_path / HOSTS_FILE).read_text() == files[HOSTS_FILE]
+
+
+# --- gpufleet_slurm: the spec's `slurm:` section, resolved -------------------------------------
+
+MINIMAL = ROOT / "tests/data/specs/minimal-ib.yaml"
+# Two more head nodes for the minimal spec, head03 first: the default takes names in order.
+MORE_HEADS = [
+    {
+        "name": f"head0{i}",
+        "role": "head",
+        "bmc": {"url": f"https://10.0.0.1{i}/redfish/v1/Systems/1"},
+        "boot_mac": f"02:00:00:00:00:1{i}",
+        "rack": "r1",
+        "position": 30 + i,
+    }
+    for i in (3, 2)
+]
+
+
+def _slurm_vars(data: dict[str, Any]) -> dict[str, Any]:
+    files = render_inventory(cluster_from_data(data))
+    slurm: dict[str, Any] = yaml.safe_load(files[GROUP_VARS_FILE])["gpufleet_slurm"]
+    return slurm
+
+
+def _minimal(**slurm: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(MINIMAL.read_text())
+    if slurm:
+        data["slurm"] = slurm
+    return data
+
+
+def test_slurm_defaults_without_a_section() -> None:
+    assert _slurm_vars(_minimal()) == {
+        "controllers": ["head01"],
+        "accounting": "head01",
+        "partitions": [
+            {
+                "name": "gpu",
+                "nodes": "ALL",
+                "default": True,
+                "exclusive": True,
+                "max_time": "INFINITE",
+            },
+        ],
+        "gres": {"hgx-h100-8gpu-ib": {"type": "h100", "count": 8}},
+    }
+
+
+def test_slurm_controllers_default_to_the_first_two_heads_by_name() -> None:
+    data = _minimal()
+    data["nodes"] = MORE_HEADS + data["nodes"]
+    slurm = _slurm_vars(data)
+    assert slurm["controllers"] == ["head01", "head02"]
+    assert slurm["accounting"] == "head01"
+
+
+def test_slurm_controllers_from_the_spec_keep_their_order() -> None:
+    data = _minimal(controllers=["head03", "head01"])
+    data["nodes"] = MORE_HEADS + data["nodes"]
+    slurm = _slurm_vars(data)
+    assert slurm["controllers"] == ["head03", "head01"]
+    assert slurm["accounting"] == "head03"
+
+
+def test_slurm_partitions_are_carried() -> None:
+    data = _minimal(
+        partitions=[
+            {"name": "train", "nodes": "ALL", "default": True},
+            {
+                "name": "debug",
+                "nodes": ["gpu002", "gpu001"],
+                "exclusive": False,
+                "max_time": "1:00:00",
+            },
+        ]
+    )
+    assert _slurm_vars(data)["partitions"] == [
+        {
+            "name": "train",
+            "nodes": "ALL",
+            "default": True,
+            "exclusive": True,
+            "max_time": "INFINITE",
+        },
+        {
+            "name": "debug",
+            "nodes": ["gpu001", "gpu002"],
+            "default": False,
+            "exclusive": False,
+            "max_time": "1:00:00",
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gres", "expected"),
+    [("gpu:h100:4", {"type": "h100", "count": 4}), ("gpu:8", {"type": None, "count": 8})],
+)
+def test_slurm_gres_from_the_spec(gres: str, expected: dict[str, Any]) -> None:
+    slurm = _slurm_vars(_minimal(gres={"hgx-h100-8gpu-ib": gres}))
+    assert slurm["gres"] == {"hgx-h100-8gpu-ib": expected}
+
+
+def test_slurm_gres_derived_from_each_gpu_profile() -> None:
+    data = _minimal()
+    data["profiles"] = {
+        "a100-box": {
+            "gpu_count": 4,
+            "gpu_model": "A100-SXM4-80GB",
+            "fabric_nics": 8,
+            "fabric_link": "infiniband",
+        },
+    }
+    data["nodes"][-1]["profile"] = "a100-box"
+    slurm = _slurm_vars(data)
+    # by profile name; the head node's cpu-server (no GPUs, not a GPU node) is absent
+    assert list(slurm["gres"].items()) == [
+        ("a100-box", {"type": "a100", "count": 4}),
+        ("hgx-h100-8gpu-ib", {"type": "h100", "count": 8}),
+    ]
+
+
+def test_slurm_gres_leaves_out_gpu_nodes_without_gpus() -> None:
+    # The lab's GPU nodes are containers whose profile has no GPU.
+    assert (
+        _slurm_vars(yaml.safe_load((ROOT / "inventories/lab/cluster.yaml").read_text()))["gres"]
+        == {}
+    )
+
+
+def test_slurm_without_head_nodes_has_no_controller() -> None:
+    # A spec without head nodes never becomes a Cluster ("no head node"); the resolution
+    # itself still gives an empty list and no accounting host rather than failing.
+    data = _minimal()
+    cluster = cluster_from_data(data)
+    spec = parse_spec(data)
+    slurm = resolve_slurm(spec, [n for n in cluster.nodes if n.role != "head"])
+    assert slurm.controllers == () and slurm.accounting is None
+    text = render_group_vars(dataclasses.replace(cluster, slurm=slurm))
+    assert "  controllers: []\n  accounting: null\n" in text
+    assert yaml.safe_load(text)["gpufleet_slurm"]["controllers"] == []
+
+
+def test_slurm_section_is_the_last_key_and_ordered() -> None:
+    text = _render("example-ib")[GROUP_VARS_FILE]
+    block = text[text.index("gpufleet_slurm:\n") :]
+    assert block == (
+        "gpufleet_slurm:\n"
+        "  controllers:\n"
+        '    - "head01"\n'
+        '    - "head02"\n'
+        '  accounting: "head01"\n'
+        "  partitions:\n"
+        '    - name: "gpu"\n'
+        '      nodes: "ALL"\n'
+        "      default: true\n"
+        "      exclusive: true\n"
+        '      max_time: "INFINITE"\n'
+        "  gres:\n"
+        "    hgx-h100-8gpu-ib:\n"
+        '      type: "h100"\n'
+        "      count: 8\n"
+    )

@@ -18,12 +18,15 @@ import pytest
 from gpufleet.slurm import (
     FilterModule,
     controller_problems,
+    default_controllers,
     gres_count,
     gres_gpu_lines,
     gres_problems,
+    gres_type,
     logical_cores,
     node_line,
     parse_cpu_list,
+    parse_gres,
     parse_lscpu,
     parse_slurmd_c,
     partition_problems,
@@ -265,6 +268,36 @@ def test_gres_count_above_the_profile():
         "gpu001: Gres gpu:h100:9 claims 9 GPUs, the profile has 8"
     ]
     assert gres_problems("gpu001", "gpu:h100:8", 8) == []
+
+
+# --- the spec's defaults ----------------------------------------------------------------------
+
+
+def test_default_controllers_are_the_first_two_heads_by_name():
+    assert default_controllers(["head3", "head1", "head2"]) == ("head1", "head2")
+    assert default_controllers(["head1"]) == ("head1",)
+    assert default_controllers([]) == ()
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("H100-SXM5-80GB", "h100"),
+        ("A100-PCIE-40GB", "a100"),
+        ("L40S", "l40s"),
+        ("GH200 480GB", "gh200"),
+        ("-", None),
+    ],
+)
+def test_gres_type_is_the_models_first_token(model, expected):
+    assert gres_type(model) == expected
+
+
+def test_parse_gres_reads_the_specs_two_forms():
+    assert parse_gres("gpu:h100:8") == ("h100", 8)
+    assert parse_gres("gpu:8") == (None, 8)
+    with pytest.raises(ValueError, match="not gpu:<type>:<count>"):
+        parse_gres("nic:2")
 
 
 # --- the filters, as the role calls them ------------------------------------------------------

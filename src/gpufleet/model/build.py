@@ -8,6 +8,7 @@ same pass. It returns the Cluster only when it found nothing wrong.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -23,10 +24,14 @@ from gpufleet.model.types import (
     Node,
     RailInterface,
     Site,
+    Slurm,
+    SlurmGres,
+    SlurmPartition,
     Subnet,
     VersionLock,
     Vip,
 )
+from gpufleet.slurm import default_controllers, gres_type, parse_gres
 from gpufleet.spec.checks import spec_problems
 from gpufleet.spec.compat import check_versions
 from gpufleet.spec.models import MAX_FQDN, ClusterSpec, Profile, node_index
@@ -360,8 +365,45 @@ def _cluster(
         profiles=MappingProxyType(
             {r.profile_name: r.profile for r in sorted(resolved.values(), key=_by_profile)}
         ),
+        slurm=resolve_slurm(spec, nodes),
         spec_file=spec_file,
     )
+
+
+def resolve_slurm(spec: ClusterSpec, nodes: Sequence[Node]) -> Slurm:
+    """The spec's `slurm:` section with its defaults applied (gpufleet.slurm has the rules).
+
+    Controllers: the spec's, else the first two head nodes by name (none without head nodes).
+    Partitions: the spec's, in its order, node lists sorted. GRES: one entry per profile of
+    the GPU nodes that has GPUs, by profile name: the spec's `slurm.gres` entry where it has
+    one, else every GPU of the profile, typed after its model (H100-SXM5-80GB -> h100).
+    """
+    s = spec.slurm
+    heads = [n.name for n in nodes if n.role == "head"]
+    controllers = tuple(s.controllers) if s.controllers is not None else default_controllers(heads)
+    partitions = tuple(
+        SlurmPartition(
+            name=p.name,
+            nodes=p.nodes if isinstance(p.nodes, str) else tuple(sorted(set(p.nodes))),
+            default=p.default,
+            exclusive=p.exclusive,
+            max_time=p.max_time,
+        )
+        for p in s.partitions
+    )
+    profiles = {n.profile_name: n.profile for n in nodes if n.role == "gpu"}
+    gres: dict[str, SlurmGres] = {}
+    for name in sorted(profiles):
+        profile = profiles[name]
+        if profile.gpu_count == 0:
+            continue
+        given = s.gres.get(name)
+        if given is not None:
+            gres[name] = SlurmGres(*parse_gres(given))
+        else:
+            model = gres_type(profile.gpu_model) if profile.gpu_model else None
+            gres[name] = SlurmGres(model, profile.gpu_count)
+    return Slurm(controllers, partitions, MappingProxyType(gres))
 
 
 def _by_profile(r: _Resolved) -> str:

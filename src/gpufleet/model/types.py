@@ -23,6 +23,9 @@ __all__ = [
     "Node",
     "RailInterface",
     "Site",
+    "Slurm",
+    "SlurmGres",
+    "SlurmPartition",
     "Subnet",
     "VersionLock",
     "Vip",
@@ -154,6 +157,39 @@ class VersionLock:
 
 
 @dataclass(frozen=True, slots=True)
+class SlurmPartition:
+    """One partition of the spec's `slurm.partitions`, defaults applied."""
+
+    name: str
+    nodes: str | tuple[str, ...]  # "ALL", or GPU node names sorted
+    default: bool
+    exclusive: bool
+    max_time: str  # Slurm's time format or INFINITE
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmGres:
+    """The GPU GRES the nodes of one profile offer (gpu:<type>:<count>)."""
+
+    type: str | None  # None: untyped (the spec says gpu:<count>)
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slurm:
+    """The spec's `slurm:` section resolved (gpufleet.model.build.resolve_slurm)."""
+
+    controllers: tuple[str, ...]  # primary, then backup; () only without head nodes
+    partitions: tuple[SlurmPartition, ...]  # in the spec's order
+    gres: Mapping[str, SlurmGres]  # profile of GPU nodes -> GRES, sorted; no 0-GPU profiles
+
+    @property
+    def accounting(self) -> str | None:
+        """Where slurmdbd runs: the primary controller."""
+        return self.controllers[0] if self.controllers else None
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """One site, resolved. Nodes are sorted by name (the order of `nodes:` does not matter)."""
 
@@ -164,6 +200,7 @@ class Cluster:
     fabric: Fabric | None
     versions: VersionLock
     profiles: Mapping[str, Profile]  # the profiles nodes use, by name
+    slurm: Slurm
     spec_file: Path | None  # where it was read from; None for data given in memory
 
     def node(self, name: str) -> Node:
