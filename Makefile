@@ -11,7 +11,7 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # This checkout's code first, even when the venv was installed from another checkout.
 export PYTHONPATH := $(CURDIR)/src
-PY_PATHS := $(wildcard src tests bench scripts/pulumi-language-python scripts/test-tiers library plugins stacks roles/*/filter_plugins)
+PY_PATHS := $(wildcard src tests bench scripts/pulumi-language-python scripts/test-tiers library plugins stacks roles/*/filter_plugins roles/slurm/files/usr/local/sbin/gpufleet-node-health)
 
 .PHONY: help bootstrap lab lab-down test lint unit integration molecule bench clean
 

@@ -303,8 +303,9 @@ def controller_problems(controllers: Sequence[str], base: str = "controllers") -
 
 
 def gres_problems(owner: str, gres: str, gpu_count: int, base: str = "gres") -> list[Problem]:
-    """A GRES may not claim more GPUs than the profile of its nodes has (`owner` names the node
-    or profile in the message)."""
+    """A GRES may not claim more GPUs than the profile of its nodes has, nor fewer: the slurm
+    role offers every GPU a node has (one gres.conf line per device) and checks the node has
+    the count (`owner` names the node or profile in the message)."""
     claimed = gres_count(gres)
     if claimed > gpu_count:
         return [
@@ -312,6 +313,15 @@ def gres_problems(owner: str, gres: str, gpu_count: int, base: str = "gres") -> 
                 base,
                 f"{owner}: Gres {gres} claims {claimed} GPUs, the profile has {gpu_count}",
                 f"claim at most {gpu_count} or fix the profile",
+            )
+        ]
+    if claimed < gpu_count:
+        return [
+            Problem(
+                base,
+                f"{owner}: Gres {gres} offers {claimed} of the profile's {gpu_count} GPUs",
+                f"offer all {gpu_count} (Slurm would refuse a gres.conf with more devices than "
+                "the node line) or fix the profile",
             )
         ]
     return []

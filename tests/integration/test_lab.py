@@ -1,6 +1,6 @@
 """A small lab end to end, checked from outside: SSH, Redfish power, inventory, teardown.
 
-Uses its own site (1 head, 2 gpu) in 198.19.0.0/16 and its own BMC port, so it
+Uses its own site (1 head, 3 gpu) in 198.19.0.0/16 and its own BMC port, so it
 never touches a running `make lab`.
 """
 
@@ -40,7 +40,7 @@ def _small_site(tmp: Path, port: int) -> Path:
     # No lb pair in the small lab, so no VIPs.
     data["networks"]["frontend"] = {"cidr": "198.19.1.0/24", "gateway": "198.19.1.1"}
     data["networks"]["fabric"]["rails"] = ["198.19.10.0/24", "198.19.11.0/24"]
-    keep = [n for n in data["nodes"] if n["name"] in ("head1", "gpu1", "gpu2")]
+    keep = [n for n in data["nodes"] if n["name"] in ("head1", "gpu1", "gpu2", "gpu3")]
     for n in keep:
         n["bmc"]["url"] = f"http://127.0.0.1:{port}/redfish/v1/Systems/{n['name']}"
     data["nodes"] = keep
@@ -175,6 +175,7 @@ def test_status_reports_nodes_power_and_addresses(lab_site):
         "head1": "On",
         "gpu1": "On",
         "gpu2": "On",
+        "gpu3": "On",
     }
     assert "up" in info["last_runs"]
 
@@ -227,6 +228,12 @@ def test_gpu_nodes_replay_recorded_h100_tools_and_others_have_none(lab_site):
         assert "mlx5_0 port 1 ==> ibp24s0 (Up)" in netdevs
         unknown = core.ssh(lab, user, address, "nvidia-smi", "--query-gpu=name")
         assert unknown.returncode == 2 and "no recording" in unknown.stderr
+        # The GPUs' device files, for Slurm's gres.conf: character devices 195,0-7.
+        devs = core.ssh(lab, user, address, "stat", "-c", "'%F %t %T'", *core.LAB_GPU_DEVICES)
+        assert devs.stdout.split("\n")[:8] == [f"character special file c3 {i:x}" for i in range(8)]
+        # The kernel log replay adds nothing until a fault asks for an Xid.
+        dmesg = core.ssh(lab, user, address, "sudo", "dmesg")
+        assert dmesg.returncode == 0 and "NVRM: Xid" not in dmesg.stdout, dmesg.stderr
 
 
 def test_lab_up_again_installs_nothing_new_and_keeps_the_replay_set(lab_site):
@@ -302,6 +309,124 @@ def test_rails_reach_every_peer_and_faults_are_named(lab_site):
     _fault(site, env, "gpu2", "--clear")
     again = _fabric(site, env)
     assert again.returncode == 0, again.stdout[-5000:]
+
+
+def _slurm_on_head(lab: core.Lab, cluster, *cmd: str) -> str:
+    """A Slurm command as the operator on the head node, over SSH; its stdout."""
+    head = cluster.node("head1")
+    run = core.ssh(lab, cluster.site.ssh_user, str(head.frontend.address), *cmd)
+    assert run.returncode == 0, f"{' '.join(cmd)}: {run.stdout}{run.stderr}"
+    return run.stdout
+
+
+def _until(what: str, probe, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(1)
+
+
+def _nodes(lab, cluster) -> dict[str, tuple[str, str, str]]:
+    """sinfo, node by node: state, GRES, reason."""
+    out = _slurm_on_head(lab, cluster, "sinfo", "-N", "-h", "-o", "'%N|%t|%G|%E'")
+    return {n: (t, g, e) for n, t, g, e in (line.split("|", 3) for line in out.splitlines())}
+
+
+# An MPI program built against Debian's OpenMPI (mpi4py): rank 0 sends a list around the ring,
+# each rank adds its host name, rank 0 prints what comes back.
+RING = """
+from mpi4py import MPI
+c = MPI.COMM_WORLD
+r, n = c.Get_rank(), c.Get_size()
+me = MPI.Get_processor_name()
+if r == 0:
+    c.send([me], dest=1 % n)
+    print("ring", n, ",".join(c.recv(source=n - 1)))
+else:
+    c.send(c.recv(source=r - 1) + [me], dest=(r + 1) % n)
+"""
+
+
+def test_slurm_runs_mpi_jobs_and_drains_a_node_with_an_xid(lab_site):
+    """playbooks/slurm.yml on the lab (issue 17): every GPU node idle with gpu:h100:8, an MPI
+    ring across the three through srun --mpi=pmix, sacct recording it, --gres=gpu:2 giving two
+    devices; an Xid on gpu2 drains it at the next job's prolog with the reason, the job runs
+    on the other nodes, and after --clear a passing health check returns gpu2 to service."""
+    site, env, _, _ = lab_site
+    lab, cluster = core.open_lab(site)
+    ok = _gpufleet("lab", "converge", "--site", str(site), "--playbook", "playbooks/slurm.yml",
+                   env=env)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout[-6000:] + ok.stderr
+    gpus = ["gpu1", "gpu2", "gpu3"]
+    idle = _until(
+        "every GPU node idle",
+        lambda: (
+            (n := _nodes(lab, cluster)) and all(n.get(g, ("",))[0] == "idle" for g in gpus) and n
+        ),
+    )
+    # sinfo's %G adds the sockets the GPUs are bound to: gpu:h100:8(S:0)
+    assert {g: idle[g][1].split("(")[0] for g in gpus} == dict.fromkeys(gpus, "gpu:h100:8"), idle
+
+    # The MPI program is the user's: installed on the GPU nodes as a user would install it.
+    for g in gpus:
+        address = str(cluster.node(g).frontend.address)
+        inst = core.ssh(lab, cluster.site.ssh_user, address, "sudo", "apt-get", "install", "-y",
+                        "-q", "--no-install-recommends", "python3-mpi4py")  # fmt: skip
+        assert inst.returncode == 0, inst.stdout[-2000:] + inst.stderr
+    ring = _slurm_on_head(lab, cluster, "srun", "-N3", "-n3", "--mpi=pmix", "python3", "-c",
+                          f"'{RING}'")  # fmt: skip
+    assert ring.strip() == "ring 3 gpu1,gpu2,gpu3", ring
+    acct = _until("sacct to record the MPI job", lambda: [
+        line for line in _slurm_on_head(lab, cluster, "sacct", "-X", "-n", "-P", "-o",
+                                        "JobName,State,NNodes").splitlines()
+        if line == "python3|COMPLETED|3"])  # fmt: skip
+    assert acct
+
+    two = _slurm_on_head(lab, cluster, "srun", "-N1", "--gres=gpu:2", "printenv",
+                         "CUDA_VISIBLE_DEVICES")  # fmt: skip
+    assert two.strip() == "0,1", two
+
+    # An Xid 48 (uncorrectable ECC, recorded on an H100) on gpu2: the next job that lands on it
+    # is stopped by gpu2's prolog, gpu2 drains with the reason, the job runs elsewhere.
+    _fault(site, env, "gpu2", "--xid", "48")
+    job = _slurm_on_head(lab, cluster, "sbatch", "--parsable", "-N2", "--wrap",
+                         "'srun hostname'").strip()  # fmt: skip
+    drained = _until(
+        "gpu2 drained", lambda: (n := _nodes(lab, cluster)["gpu2"])[0] in ("drain", "drng") and n
+    )
+    assert drained[2] == "gpufleet: Xid 48 on GPU 0000:19:00 since boot", drained
+    done = _until(f"job {job} to complete", lambda: [
+        line for line in _slurm_on_head(lab, cluster, "sacct", "-X", "-n", "-P", "-j", job,
+                                        "-o", "State,NodeList").splitlines()
+        if line.startswith("COMPLETED|")], timeout=120)  # fmt: skip
+    assert done == ["COMPLETED|gpu[1,3]"], done
+    state = "/var/lib/gpufleet/node-health"
+    report = json.loads(
+        pm.exec_in(lab.container("gpu2"), "cat", f"{state}/last-prolog.json").stdout
+    )
+    assert report["problems"] == ["Xid 48 on GPU 0000:19:00 since boot"], report
+    print(f"gpu2's failing prolog took {report['seconds']:.2f} s")
+    passed = json.loads(
+        pm.exec_in(lab.container("gpu1"), "cat", f"{state}/last-prolog.json").stdout
+    )
+    assert passed["healthy"], passed
+    print(f"gpu1's passing prolog took {passed['seconds']:.2f} s")
+
+    # Still there: the HealthCheckProgram keeps gpu2 drained. Cleared: it resumes gpu2.
+    gpu2 = str(cluster.node("gpu2").frontend.address)
+    check = ["sudo", "/usr/local/sbin/gpufleet-slurm-healthcheck"]
+    still = core.ssh(lab, cluster.site.ssh_user, gpu2, *check)
+    assert "FAIL xid" in still.stdout, still.stdout + still.stderr
+    assert _nodes(lab, cluster)["gpu2"][0] in ("drain", "drng")
+    _fault(site, env, "gpu2", "--clear")
+    healthy = core.ssh(lab, cluster.site.ssh_user, gpu2, *check)
+    assert healthy.returncode == 0 and "gpu2: healthy" in healthy.stdout, healthy.stdout
+    back = _until("gpu2 back in service", lambda: _nodes(lab, cluster)["gpu2"][0] == "idle")
+    assert back
 
 
 def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):

@@ -202,7 +202,8 @@ def test_slurm_partitions_are_carried() -> None:
 
 @pytest.mark.parametrize(
     ("gres", "expected"),
-    [("gpu:h100:4", {"type": "h100", "count": 4}), ("gpu:8", {"type": None, "count": 8})],
+    # An untyped gpu:8 is typed after the profile's model (H100-SXM5-80GB).
+    [("gpu:h100:8", {"type": "h100", "count": 8}), ("gpu:8", {"type": "h100", "count": 8})],
 )
 def test_slurm_gres_from_the_spec(gres: str, expected: dict[str, Any]) -> None:
     slurm = _slurm_vars(_minimal(gres={"hgx-h100-8gpu-ib": gres}))

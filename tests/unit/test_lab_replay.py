@@ -63,3 +63,15 @@ def test_the_repository_is_found_or_named(tmp_path: Path, monkeypatch: pytest.Mo
     assert info.value.problems[0].path == "GPUFLEET_REPO"
     monkeypatch.setenv("GPUFLEET_REPO", str(ROOT))
     assert core.repo_root() == ROOT
+
+
+def test_the_xid_fault_offers_exactly_the_codes_the_dmesg_replay_has_recordings_of() -> None:
+    from gpufleet.lab import faults
+
+    text = (REPLAY / "bin" / "dmesg").read_text()
+    table = text[text.index("RECORDINGS = {") : text.index("}", text.index("RECORDINGS = {"))]
+    codes = {int(c) for c in re.findall(r"^\s+(\d+): ", table, re.M)}
+    assert codes == set(faults.XID_CODES)
+    for code in codes:  # each recording carries the Xid it is listed for
+        name = re.search(rf"^\s+{code}: \"([^\"]+)\"", table, re.M).group(1)  # type: ignore[union-attr]
+        assert f"): {code}," in (REPLAY / "recordings" / name).read_text(), (code, name)

@@ -81,18 +81,23 @@ def fault_cmd(
     site: Path = SITE,
     rail_down: int | None = typer.Option(None, "--rail-down", help="take rail N's interface down"),
     swap_rails: bool = typer.Option(False, "--swap-rails", help="swap the cables of rails 0 and 1"),
+    xid: int | None = typer.Option(
+        None, "--xid", help="log NVIDIA Xid CODE in the node's kernel log (48, 63, 94, 119)"
+    ),
     clear: bool = typer.Option(False, "--clear", help="undo every fault set on the node"),
 ) -> None:
     """Inject a fault into a lab node (the layer's checks must find it), or clear them."""
-    chosen = [x for x in (rail_down is not None, swap_rails, clear) if x]
+    chosen = [x for x in (rail_down is not None, swap_rails, xid is not None, clear) if x]
     if len(chosen) != 1:
-        raise UserError("give exactly one of --rail-down N, --swap-rails, --clear")
+        raise UserError("give exactly one of --rail-down N, --swap-rails, --xid CODE, --clear")
     console = Console()
     say = lambda m: console.print(f"[bold]lab fault:[/] {m}")  # noqa: E731
     if clear:
         faults.clear(str(site), node, say)
     elif swap_rails:
         faults.swap_rails(str(site), node, say)
+    elif xid is not None:
+        faults.xid(str(site), node, xid, say)
     else:
         faults.rail_down(str(site), node, int(rail_down or 0), say)
 

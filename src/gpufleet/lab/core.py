@@ -344,6 +344,22 @@ chown "$user:$user" "/home/$user/.ssh/authorized_keys"
 chmod 0600 "/home/$user/.ssh/authorized_keys"
 printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" > "/etc/sudoers.d/90-$user"
 chmod 0440 "/etc/sudoers.d/90-$user"
+# GPU nodes: the GPUs' device files, made at every boot as the driver would (a container's
+# /dev starts empty, and a power cycle through the BMC does not run this script).
+if [ "$3" -gt 0 ]; then
+  unit=/etc/systemd/system/gpufleet-lab-gpus.service
+  last=$(($3 - 1))
+  mk='[ -e /dev/nvidia$i ] || mknod -m 0666 /dev/nvidia$i c 195 $i'
+  printf '%s\n' '[Unit]' \
+    'Description=gpufleet lab: device files of the replayed GPUs (lab only, never a role)' \
+    '[Service]' 'Type=oneshot' 'RemainAfterExit=yes' \
+    "ExecStart=/bin/sh -c 'for i in \$(seq 0 $last); do $mk; done'" \
+    '[Install]' 'WantedBy=multi-user.target' > "$unit.new"
+  if cmp -s "$unit.new" "$unit"; then rm "$unit.new"
+  else mv "$unit.new" "$unit"; systemctl daemon-reload; fi
+  systemctl enable -q gpufleet-lab-gpus.service
+  systemctl restart gpufleet-lab-gpus.service
+fi
 cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub
 cat /etc/gpufleet-replay/digest 2>/dev/null || echo none
 """
@@ -352,7 +368,8 @@ cat /etc/gpufleet-replay/digest 2>/dev/null || echo none
 def _install(lab: Lab, node: Node, user: str, pubkey: str) -> tuple[str, str]:
     """Install the node the way an OS installer would; (host key line, replay digest)."""
     name = lab.container(node.name)
-    result = pm.exec_in(name, "sh", "-c", _INSTALL, "install", user, pubkey, check=False)
+    gpus = str(LAB_REPLAY_GPUS if node.role == "gpu" else 0)
+    result = pm.exec_in(name, "sh", "-c", _INSTALL, "install", user, pubkey, gpus, check=False)
     if result.returncode != 0:
         raise UserError(f"{node.name}: installing the operator account failed: "
                         f"{result.stderr.strip() or result.stdout.strip()}")  # fmt: skip
@@ -361,7 +378,11 @@ def _install(lab: Lab, node: Node, user: str, pubkey: str) -> tuple[str, str]:
     return f"{node.frontend.address},{node.name} {keytype} {blob}", lines[1].strip()
 
 
-REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev")
+REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev", "dmesg")
+# GPUs of a lab GPU node: the replayed nvidia-smi's recordings are 8 x H100 nodes, and `up`
+# makes as many device files (/dev/nvidia0-7, NVIDIA's major number 195) for Slurm's GRES.
+LAB_REPLAY_GPUS = 8
+LAB_GPU_DEVICES = tuple(f"/dev/nvidia{i}" for i in range(LAB_REPLAY_GPUS))
 # Package data: the tools and the recordings they print (each with its provenance line).
 REPLAY = resources.files("gpufleet.lab") / "replay"
 
@@ -401,7 +422,8 @@ echo {digest} > /etc/gpufleet-replay/digest""",
     )
 
 
-def connection_vars(lab: Lab, pubkey: str) -> str:
+def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None) -> str:
+    replayed = "".join(f"  {n}: {LAB_REPLAY_GPUS}\n" for n in gpu_nodes or [])
     return (
         "# Written by `gpufleet lab up`: how Ansible reaches the lab's container nodes.\n"
         "# Not generated from cluster.yaml and not committed (see .gitignore).\n"
@@ -410,6 +432,16 @@ def connection_vars(lab: Lab, pubkey: str) -> str:
         "-o StrictHostKeyChecking=yes\n"
         "# The lab's operator key replaces the example key of cluster.yaml.\n"
         f"gpufleet_ssh_public_keys:\n  - {pubkey}\n"
+        "# GPUs the replay tools show on each lab GPU node (the profile has none: no GPU roles\n"
+        "# run here); playbooks/slurm.yml offers them as GRES.\n"
+        + (
+            f"gpufleet_lab_replay_gpus:\n{replayed}"
+            if replayed
+            else "gpufleet_lab_replay_gpus: {}\n"
+        )
+        + "# A job requeued by a failing prolog waits cred_expire seconds (120 by default)\n"
+        "# before it may start again; the lab waits 30.\n"
+        "gpufleet_slurm_conf_overrides:\n  AuthInfo: cred_expire=30\n"
     )
 
 
@@ -457,7 +489,8 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
             _install_replay(lab, node.name, digest)
     lab.known_hosts.write_text("\n".join(host_keys) + "\n")
     write_inventory(lab.site_dir, render_inventory(cluster))
-    (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey))
+    gpu_nodes = [n.name for n in cluster.nodes if n.role == "gpu"]
+    (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey, gpu_nodes))
 
     def check_ssh(node: Node) -> None:
         address = str(node.frontend.address)

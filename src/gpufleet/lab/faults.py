@@ -7,6 +7,13 @@ Each layer adds the faults it needs here, and proves that its checks notice. The
                   config, now sits on the other rail's network
   --clear         undo every fault set on the node
 
+Slurm's (and later monitoring's) GPU fault:
+
+  --xid CODE      the node's kernel log gains the NVIDIA Xid lines of CODE recorded on a real
+                  H100 node (48: uncorrectable ECC, 63: row remap, 94: contained ECC,
+                  119: GSP timeout); the replayed `dmesg` of lab GPU nodes prints them until
+                  --clear. The node health check must drain the node at the next job.
+
 A swap is emulated by renaming the two interfaces (the container's NIC that is on rail 1's
 podman network takes rail 0's name, so the rail config for rail 0 lands on it) and letting
 systemd-networkd configure them again by name, as a re-cabled server would be. Faults are
@@ -108,6 +115,29 @@ def swap_rails(site: str, node_name: str, say: Say = print) -> None:
     say(f"{node.name}: rails 0 and 1 swapped ({a} is now on rail 1's network, {b} on rail 0's)")
 
 
+# The codes the replayed dmesg has recordings of (src/gpufleet/lab/replay/bin/dmesg).
+XID_CODES = (48, 63, 94, 119)
+
+
+def xid(site: str, node_name: str, code: int, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
+    if node.role != "gpu":
+        raise UserError(f"{node.name} is a {node.role} node: only GPU nodes log Xid errors")
+    if code not in XID_CODES:
+        raise UserError(
+            f"no recording of Xid {code}: the lab replays Xid {', '.join(map(str, XID_CODES))}"
+        )
+    container = _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == "xid" for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name} already logs an Xid (--clear first)")
+    _sh(container, f"echo {code} > /etc/gpufleet-replay/xid")
+    faults.setdefault(node.name, []).append({"fault": "xid", "code": code})
+    _save(lab, faults)
+    say(f"{node.name}: the kernel log now carries Xid {code} (recorded on an H100 node)")
+
+
 def clear(site: str, node_name: str, say: Say = print) -> None:
     lab, cluster = core.open_lab(site)
     node = _node(cluster, node_name)
@@ -122,5 +152,7 @@ def clear(site: str, node_name: str, say: Say = print) -> None:
             _sh(container, f"ip link set {fault['netdev']} up")
         elif fault["fault"] == "swap-rails":
             _rename_swap(container, *fault["netdevs"])
+        elif fault["fault"] == "xid":
+            _sh(container, "rm -f /etc/gpufleet-replay/xid")
         say(f"{node.name}: cleared {fault['fault']}")
     _save(lab, faults)

@@ -376,7 +376,8 @@ def resolve_slurm(spec: ClusterSpec, nodes: Sequence[Node]) -> Slurm:
     Controllers: the spec's, else the first two head nodes by name (none without head nodes).
     Partitions: the spec's, in its order, node lists sorted. GRES: one entry per profile of
     the GPU nodes that has GPUs, by profile name: the spec's `slurm.gres` entry where it has
-    one, else every GPU of the profile, typed after its model (H100-SXM5-80GB -> h100).
+    one (typed after the model when it names no type), else every GPU of the profile, typed
+    after its model (H100-SXM5-80GB -> h100).
     """
     s = spec.slurm
     heads = [n.name for n in nodes if n.role == "head"]
@@ -397,11 +398,13 @@ def resolve_slurm(spec: ClusterSpec, nodes: Sequence[Node]) -> Slurm:
         profile = profiles[name]
         if profile.gpu_count == 0:
             continue
+        model = gres_type(profile.gpu_model) if profile.gpu_model else None
         given = s.gres.get(name)
         if given is not None:
-            gres[name] = SlurmGres(*parse_gres(given))
+            # An untyped gpu:N is typed after the model too: jobs may still ask for gpu:N.
+            kind, count = parse_gres(given)
+            gres[name] = SlurmGres(kind or model, count)
         else:
-            model = gres_type(profile.gpu_model) if profile.gpu_model else None
             gres[name] = SlurmGres(model, profile.gpu_count)
     return Slurm(controllers, partitions, MappingProxyType(gres))
 
