@@ -6,6 +6,7 @@ only records where and how it was called.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_MOLECULE = """#!/bin/sh
-echo "$GPUFLEET_MOLECULE_ROLE $(basename "$PWD") $*" >> "$MOLECULE_CALLS"
+echo "$GPUFLEET_MOLECULE_ROLE $(basename "$PWD") $*${ANSIBLE_STRATEGY:+ strategy=$ANSIBLE_STRATEGY}" >> "$MOLECULE_CALLS"
+case " $MOLECULE_FAIL " in *" $(basename "$PWD")/$3 "*) echo "constructed failure"; exit 3;; esac
 """
 
 
@@ -40,10 +42,17 @@ def tree(tmp_path):
     return tmp_path
 
 
-def run(tree: Path, *roles: str) -> tuple[int, str, list[str]]:
+def run(tree: Path, *roles: str, jobs: str = "1", fail: str = "") -> tuple[int, str, list[str]]:
     calls = tree / "calls"
     env = dict(os.environ)
-    env.update({"PATH": f"{tree / 'bin'}{os.pathsep}{env['PATH']}", "MOLECULE_CALLS": str(calls)})
+    env.update(
+        {
+            "PATH": f"{tree / 'bin'}{os.pathsep}{env['PATH']}",
+            "MOLECULE_CALLS": str(calls),
+            "GPUFLEET_MOLECULE_JOBS": jobs,
+            "MOLECULE_FAIL": fail,
+        }
+    )
     proc = subprocess.run(
         [str(tree / "scripts" / "molecule-all"), *roles],
         env=env,
@@ -83,4 +92,50 @@ def test_role_without_scenario_or_pointer_is_an_error(tree):
     rc, out, calls = run(tree, "delta")
     assert rc == 1
     assert "molecule-all: role 'delta' has no molecule scenario" in out
+    assert calls == []
+
+
+def times(tree: Path) -> dict[str, str]:
+    rows = json.loads((tree / ".cache" / "molecule-times.json").read_text())
+    return {row["scenario"]: row["result"] for row in rows}
+
+
+def test_scenarios_run_in_parallel_each_once_with_times_and_whole_logs(tree):
+    (tree / "roles" / "base" / "molecule" / "default").mkdir(parents=True)
+    (tree / "roles" / "base" / "molecule" / "default" / "molecule.yml").write_text("# constructed\n")
+    rc, out, calls = run(tree, "alpha", "base", jobs="2")
+    assert rc == 0, out
+    assert sorted(calls) == [
+        "alpha alpha test -s default",
+        "alpha alpha test -s second",
+        "base base test -s default",
+        "base base test -s default strategy=linear",
+    ]
+    # The plain-strategy run follows the Mitogen run of the same containers.
+    assert calls.index("base base test -s default strategy=linear") > calls.index(
+        "base base test -s default"
+    )
+    assert times(tree) == {
+        "alpha/default": "passed",
+        "alpha/second": "passed",
+        "base/default": "passed",
+        "base/default (linear strategy)": "passed",
+    }
+    assert "molecule-all: all 4 scenario runs passed (2 at a time)" in out
+
+
+def test_a_failed_scenario_fails_the_run_and_its_log_is_printed(tree):
+    rc, out, calls = run(tree, "alpha", jobs="2", fail="alpha/second")
+    assert rc == 1
+    assert len(calls) == 2  # the other scenario still ran
+    assert "constructed failure" in out
+    assert "=== alpha/second FAILED after" in out
+    assert "molecule-all: 1 scenario(s) failed: alpha/second" in out
+    assert times(tree) == {"alpha/default": "passed", "alpha/second": "FAILED"}
+
+
+def test_jobs_must_be_a_positive_integer(tree):
+    rc, out, calls = run(tree, "alpha", jobs="0")
+    assert rc == 2
+    assert "GPUFLEET_MOLECULE_JOBS must be a positive integer, not '0'" in out
     assert calls == []
