@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_MOLECULE = """#!/bin/sh
-echo "$GPUFLEET_MOLECULE_ROLE $(basename "$PWD") $*${ANSIBLE_STRATEGY:+ strategy=$ANSIBLE_STRATEGY}" >> "$MOLECULE_CALLS"
+strategy=${ANSIBLE_STRATEGY:+ strategy=$ANSIBLE_STRATEGY}
+echo "$GPUFLEET_MOLECULE_ROLE $(basename "$PWD") $*$strategy" >> "$MOLECULE_CALLS"
 case " $MOLECULE_FAIL " in *" $(basename "$PWD")/$3 "*) echo "constructed failure"; exit 3;; esac
 """
 
@@ -101,8 +102,9 @@ def times(tree: Path) -> dict[str, str]:
 
 
 def test_scenarios_run_in_parallel_each_once_with_times_and_whole_logs(tree):
-    (tree / "roles" / "base" / "molecule" / "default").mkdir(parents=True)
-    (tree / "roles" / "base" / "molecule" / "default" / "molecule.yml").write_text("# constructed\n")
+    scenario = tree / "roles" / "base" / "molecule" / "default"
+    scenario.mkdir(parents=True)
+    (scenario / "molecule.yml").write_text("# constructed\n")
     rc, out, calls = run(tree, "alpha", "base", jobs="2")
     assert rc == 0, out
     assert sorted(calls) == [
