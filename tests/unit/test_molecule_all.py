@@ -141,3 +141,12 @@ def test_jobs_must_be_a_positive_integer(tree):
     assert rc == 2
     assert "GPUFLEET_MOLECULE_JOBS must be a positive integer, not '0'" in out
     assert calls == []
+
+
+def test_the_longest_scenarios_start_first(tree):
+    order = tree / ".config" / "molecule" / "longest-first"
+    order.parent.mkdir(parents=True)
+    order.write_text("# constructed\nalpha/second\nnone/such\n")
+    rc, out, calls = run(tree, "alpha", jobs="1")
+    assert rc == 0, out
+    assert calls == ["alpha alpha test -s second", "alpha alpha test -s default"]
