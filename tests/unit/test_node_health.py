@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from roles_render import ROLES, render, render_file, task_named
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "roles/slurm/files/usr/local/sbin/gpufleet-node-health"
@@ -222,3 +224,298 @@ def test_node_state_and_reason_are_read_from_scontrol(
 ) -> None:
     monkeypatch.setattr(health, "run", lambda argv, timeout: (0, line + "\n", ""))
     assert health.node_state({"node": "gpu2", "timeout_s": 1}) == (state, reason)
+
+
+# --------------------------------------------------------------------------- --textfile
+
+# The 8 GPUs of the 535.161.08 recording the default config replays, in sorted order.
+H100_BUSES = [
+    "00000000:19:00.0", "00000000:3B:00.0", "00000000:4C:00.0", "00000000:5D:00.0",
+    "00000000:9B:00.0", "00000000:BB:00.0", "00000000:CB:00.0", "00000000:DB:00.0",
+]  # fmt: skip
+# An A100 with a pending row remap; this branch (510) prints no PCIe link values.
+REMAP_PENDING = HW / "nvidia-smi-q-stas00-ml-engineering-a100-510.73.08-remap-pending.txt"
+METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], text)
+
+
+def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
+    """A strict reader of the Prometheus text format (0.0.4) as this check writes it: by metric,
+    its help, type and samples ({labels: value}). Fails on what the format does not allow (bad
+    names, unescaped label values, values that are no number, a series twice) and on what this
+    writer promises (HELP then TYPE before the samples, metrics sorted and never split)."""
+    assert text.endswith("\n") and "\n\n" not in text, repr(text[-80:])
+    families: dict[str, dict[str, Any]] = {}
+    current = ""
+    for number, line in enumerate(text[:-1].split("\n"), 1):
+        where = f"line {number}: {line!r}"
+        if line.startswith("#"):
+            m = re.fullmatch(r"# (HELP|TYPE) (\S+) (.*)", line)
+            assert m and METRIC.fullmatch(m[2]), where
+            family = families.setdefault(m[2], {"samples": {}})
+            assert m[2] == current or not family["samples"], f"{where}: metric split"
+            key = m[1].lower()
+            assert key not in family and (key == "help" or "help" in family), where
+            if key == "type":
+                assert m[3] in ("counter", "gauge", "untyped", "summary", "histogram"), where
+            family[key] = _unescape(m[3])
+            current = m[2]
+            continue
+        m = SAMPLE.fullmatch(line)
+        assert m and m[1] == current and "type" in families[current], where
+        labels, rest = [], m[2] or ""
+        while rest:
+            lm = LABEL.match(rest)
+            assert lm, where
+            labels.append((lm[1], _unescape(lm[2])))
+            rest = rest[lm.end() :]
+            assert rest == "" or rest.startswith(","), where
+            rest = rest[1:]
+        value = float(m[3])  # NaN, +Inf and -Inf included
+        series = families[current]["samples"]
+        assert tuple(labels) not in series, f"{where}: series twice"
+        series[tuple(labels)] = value
+    assert list(families) == sorted(families), list(families)
+    assert all(f["samples"] for f in families.values()), "a metric without samples"
+    return families
+
+
+def _samples(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def _per_gpu(metric: str, value: int, buses: list[str] = H100_BUSES) -> list[str]:
+    return [f'{metric}{{gpu="{bus}"}} {value}' for bus in buses]
+
+
+def test_textfile_has_the_metrics_of_a_recorded_node(tmp_path: Path) -> None:
+    out = tmp_path / "textfile/gpufleet_node_health.prom"
+    out.parent.mkdir()
+    cfg = _config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)])
+    run = _run(cfg, "--textfile", str(out))
+    assert run.returncode == 1, run.stdout + run.stderr  # Xid 48 and 63: not healthy
+    report = json.loads((tmp_path / "state/last.json").read_text())
+    text = out.read_text()
+    assert _samples(text) == [
+        "gpufleet_gpu_count 8",
+        *_per_gpu("gpufleet_gpu_ecc_uncorrectable_volatile", 0),
+        "gpufleet_gpu_expected_count 8",
+        *_per_gpu("gpufleet_gpu_pcie_link_gen_current", 5),
+        *_per_gpu("gpufleet_gpu_pcie_link_gen_max", 5),
+        *_per_gpu("gpufleet_gpu_pcie_link_width_current", 16),
+        *_per_gpu("gpufleet_gpu_pcie_link_width_max", 16),
+        *_per_gpu("gpufleet_gpu_row_remap_failure", 0),
+        *_per_gpu("gpufleet_gpu_row_remap_pending", 0),
+        'gpufleet_node_health_check_ok{check="disk"} 1',
+        'gpufleet_node_health_check_ok{check="gpus"} 1',
+        'gpufleet_node_health_check_ok{check="versions"} 1',
+        'gpufleet_node_health_check_ok{check="xid"} 0',
+        f"gpufleet_node_health_duration_seconds {report['seconds']:g}",
+        f"gpufleet_node_health_last_run_timestamp_seconds {report['time']}",
+        "gpufleet_node_health_ok 0",
+        "gpufleet_version_drift 0",
+        'gpufleet_xid_events_total{code="48"} 1',
+        'gpufleet_xid_events_total{code="63"} 1',
+        'gpufleet_xid_events_total{code="94"} 9',
+    ]
+    # The report and the check's own output are what they were without --textfile.
+    assert run.stdout.splitlines()[1].startswith("FAIL xid ")
+    assert not (out.parent / "gpufleet_node_health.prom.tmp").exists()
+    assert out.stat().st_mode & 0o777 == 0o644  # node_exporter reads it as its own user
+
+
+def test_textfile_is_valid_exposition_format(tmp_path: Path) -> None:
+    out = tmp_path / "node.prom"
+    run = _run(_config(tmp_path), "--json", f"--textfile={out}")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["healthy"]  # --json still prints the report alone
+    families = parse_exposition(out.read_text())
+    # Gauges only: the replayed kernel log has no Xid line, so the counter has no series.
+    assert {v["type"] for v in families.values()} == {"gauge"}
+    assert "gpufleet_xid_events_total" not in families
+    assert families["gpufleet_node_health_ok"]["samples"] == {(): 1.0}
+    assert families["gpufleet_node_health_ok"]["help"].startswith("1 when every configured")
+    # Label values and help text are escaped: a backslash, a quote and a newline survive.
+    odd = 'a\\b "c"\nd'
+    text = health.exposition(
+        [
+            ("gpufleet_node_health_check_ok", (("check", odd),), 1),
+            ("gpufleet_xid_events_total", (("code", "119"),), 2),
+            ("gpufleet_xid_events_total", (("code", "48"),), 3),
+        ]
+    )
+    parsed = parse_exposition(text)
+    assert parsed["gpufleet_node_health_check_ok"]["samples"] == {(("check", odd),): 1.0}
+    assert parsed["gpufleet_xid_events_total"]["type"] == "counter"
+    # Codes in numeric order, and the output is the same for the same samples in any order.
+    assert _samples(text)[1:] == [
+        'gpufleet_xid_events_total{code="48"} 3',
+        'gpufleet_xid_events_total{code="119"} 2',
+    ]
+    shuffled = health.exposition(
+        [
+            ("gpufleet_xid_events_total", (("code", "48"),), 3),
+            ("gpufleet_xid_events_total", (("code", "119"),), 2),
+            ("gpufleet_node_health_check_ok", (("check", odd),), 1),
+        ]
+    )
+    assert shuffled == text
+
+
+def test_values_nvidia_smi_does_not_print_have_no_series(tmp_path: Path) -> None:
+    out = tmp_path / "node.prom"
+    cfg = _config(
+        tmp_path,
+        nvidia_smi=_tool(tmp_path, "smi-remap", REMAP_PENDING),
+        gpu_expect={"gpu_count": 1, "ecc_errors": True},
+    )
+    run = _run(cfg, "--textfile", str(out))
+    assert run.returncode == 1  # the pending remap fails the gpus check
+    samples = [s for s in _samples(out.read_text()) if s.startswith("gpufleet_gpu")]
+    assert samples == [
+        "gpufleet_gpu_count 1",
+        'gpufleet_gpu_ecc_uncorrectable_volatile{gpu="00000000:10:1C.0"} 0',
+        "gpufleet_gpu_expected_count 1",
+        'gpufleet_gpu_row_remap_failure{gpu="00000000:10:1C.0"} 0',
+        'gpufleet_gpu_row_remap_pending{gpu="00000000:10:1C.0"} 1',
+    ]  # no gpufleet_gpu_pcie_*: the 510 recording prints no link values
+    # nvidia-smi does not answer: the expected count stays, what it would have said is absent.
+    cfg = _config(tmp_path, nvidia_smi=_tool(tmp_path, "smi-broken", None, rc=9))
+    _run(cfg, "--textfile", str(out))
+    families = parse_exposition(out.read_text())
+    assert [n for n in families if n.startswith("gpufleet_gpu")] == ["gpufleet_gpu_expected_count"]
+    assert families["gpufleet_node_health_check_ok"]["samples"][(("check", "gpus"),)] == 0
+    # A check that is not configured has no series at all.
+    _run(_config(tmp_path, gpu_expect={}, xid_drain=[]), "--textfile", str(out))
+    families = parse_exposition(out.read_text())
+    assert not [n for n in families if n.startswith(("gpufleet_gpu", "gpufleet_xid"))]
+    assert set(families["gpufleet_node_health_check_ok"]["samples"]) == {
+        (("check", "disk"),),
+        (("check", "versions"),),
+    }
+
+
+def test_the_xid_counter_counts_every_code_acknowledged_or_not(tmp_path: Path) -> None:
+    out = tmp_path / "node.prom"
+    cfg = _config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)])
+    counted = [
+        'gpufleet_xid_events_total{code="48"} 1',
+        'gpufleet_xid_events_total{code="63"} 1',
+        'gpufleet_xid_events_total{code="94"} 9',  # not in the drain list: counted all the same
+    ]
+
+    def xid_lines() -> list[str]:
+        return [s for s in _samples(out.read_text()) if "xid" in s]
+
+    assert _run(cfg, "--textfile", str(out)).returncode == 1
+    assert xid_lines() == ['gpufleet_node_health_check_ok{check="xid"} 0', *counted]
+    assert _run(cfg, "--ack-xid", "--textfile", str(out)).returncode == 0
+    assert _run(cfg, "--textfile", str(out)).returncode == 0
+    assert xid_lines() == ['gpufleet_node_health_check_ok{check="xid"} 1', *counted]
+    # Whatever the drain list, every code is counted.
+    _run(_config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)], xid_drain=[119]),
+         "--textfile", str(out))  # fmt: skip
+    assert xid_lines()[1:] == counted
+
+
+def test_a_failed_write_leaves_the_previous_file_and_changes_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "node.prom"
+    cfg = _config(tmp_path)
+    assert _run(cfg, "--textfile", str(out)).returncode == 0
+    before = out.read_text()
+    # FILE.tmp cannot be written (a directory holds its name, with something in it).
+    (tmp_path / "node.prom.tmp").mkdir()
+    (tmp_path / "node.prom.tmp/keep").write_text("")
+    cfg = _config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)])
+    run = _run(cfg, "--textfile", str(out))
+    assert run.returncode == 1, run.stderr  # the verdict of the checks, not of the write
+    assert f"cannot write the metrics to {out}" in run.stderr
+    assert out.read_text() == before
+    assert json.loads((tmp_path / "state/last.json").read_text())["healthy"] is False
+    # A failed rename removes the temporary file it wrote.
+    target = tmp_path / "a-directory.prom"
+    target.mkdir()
+    with pytest.raises(OSError):
+        health.write_atomically(target, "gpufleet_node_health_ok 1\n")
+    assert not (tmp_path / "a-directory.prom.tmp").exists()
+
+
+def test_fabric_fabricmanager_and_drift_metrics_come_from_what_the_tools_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ibstat = _recording(HW / "ibstat-leptonai-gpud-h100-ib-ndr-eth-ports-down.txt")
+    answers: dict[str, tuple[int, str, str]] = {
+        "ibstat": (0, ibstat, ""),
+        # constructed: `systemctl is-active` prints the state and exits 3 when not active
+        "systemctl": (3, "inactive\n", ""),
+        # constructed in the form of gpufleet-version-drift's lines (exit 1: drift found)
+        "drift": (1, "DRIFT slurmd: installed 22.05.8-4, locked 22.05.8-4+deb12u3 (x.lock)\n"
+                     "NOT HELD munge: 0.5.15-2 is installed but not held (x.lock)\n", ""),
+    }  # fmt: skip
+    monkeypatch.setattr(health, "run", lambda argv, timeout: answers[argv[0]])
+
+    def metrics(**over: Any) -> list[str]:
+        cfg = {"node": "gpu9", "timeout_s": 1, "fabric_ports": 8, "version_drift": "drift",
+               "fabric_link_layer": "InfiniBand", "fabric_manager_unit": "nvidia-fabricmanager",
+               **over}  # fmt: skip
+        seen: dict[str, Any] = {}
+        rep = health.report(cfg, tmp_path, seen)
+        text = health.exposition(health.samples_of(cfg, rep, seen))
+        parse_exposition(text)
+        return [s for s in _samples(text) if not s.startswith("gpufleet_node_health")]
+
+    assert metrics() == [
+        "gpufleet_fabric_ports_active 8",
+        "gpufleet_fabric_ports_expected 8",
+        "gpufleet_fabricmanager_active 0",
+        "gpufleet_version_drift 2",
+    ]
+    # RoCE on the same node: one of its four Ethernet ports is up.
+    assert metrics(fabric_link_layer="Ethernet", fabric_ports=4)[:2] == [
+        "gpufleet_fabric_ports_active 1",
+        "gpufleet_fabric_ports_expected 4",
+    ]
+    # Tools that gave no answer: the expectation stays, the reading is absent (not 0).
+    answers["ibstat"] = (127, "", "ibstat: not found")
+    answers["systemctl"] = (124, "", "no answer within 1 s")
+    answers["drift"] = (2, "", "ERROR cannot read lock file x.lock")
+    assert metrics() == ["gpufleet_fabric_ports_expected 8"]
+    answers["systemctl"] = (0, "active\n", "")
+    answers["drift"] = (0, "OK 12 package(s) as locked\n", "")
+    assert metrics()[1:] == ["gpufleet_fabricmanager_active 1", "gpufleet_version_drift 0"]
+
+
+def test_textfile_arguments(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    for bad in (["--textfile"], ["--textfile", "--json"], ["--textfile="],
+                ["--textfile", "a.prom", "--textfile", "b.prom"]):  # fmt: skip
+        run = _run(cfg, *bad)
+        assert run.returncode == 2 and "--textfile FILE" in run.stderr, bad
+    assert not list(tmp_path.glob("*.prom"))
+    # --ack-xid builds no report, so it writes no metrics.
+    assert _run(cfg, "--ack-xid", "--textfile", str(tmp_path / "a.prom")).returncode == 0
+    assert not (tmp_path / "a.prom").exists()
+
+
+def test_the_health_check_wrapper_passes_the_textfile_when_set() -> None:
+    template = ROLES / "slurm/templates/usr/local/sbin/gpufleet-slurm-healthcheck.j2"
+    off = render_file({"slurm_health_textfile": ""}, template)
+    assert off.startswith("#!/bin/sh\n")
+    assert off.splitlines()[-1] == "exec /usr/local/sbin/gpufleet-node-health --slurm"
+    on = render_file({"slurm_health_textfile": "/var/lib/node exporter/gpufleet.prom"}, template)
+    assert on.splitlines()[-1] == (
+        "exec /usr/local/sbin/gpufleet-node-health --slurm"
+        " --textfile '/var/lib/node exporter/gpufleet.prom'"
+    )
+    rule = task_named(
+        ROLES / "slurm/tasks/preflight.yml",
+        "Require the health metrics file to be an absolute path ending in .prom, or empty",
+    )["ansible.builtin.assert"]["that"]
+    for value, ok in [("", True), ("/var/lib/prometheus/node-exporter/gpufleet.prom", True),
+                      ("gpufleet.prom", False), ("/var/lib/gpufleet.txt", False)]:  # fmt: skip
+        assert render({"slurm_health_textfile": value}, rule) is ok, value
