@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 GPUFLEET_CACHE ?= $(HOME)/.cache/gpufleet
 PULUMI_VERSION := $(shell sed -n 's/^PULUMI_VERSION=//p' scripts/bootstrap)
-export PATH := $(CURDIR)/.venv/bin:$(GPUFLEET_CACHE)/pulumi/$(PULUMI_VERSION)/bin:$(PATH)
+PROMETHEUS_DEB_VERSION := $(shell sed -n 's/^PROMETHEUS_DEB_VERSION=//p' scripts/bootstrap)
+export PATH := $(CURDIR)/.venv/bin:$(GPUFLEET_CACHE)/pulumi/$(PULUMI_VERSION)/bin:$(GPUFLEET_CACHE)/prometheus-tools/$(PROMETHEUS_DEB_VERSION)/bin:$(PATH)
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
