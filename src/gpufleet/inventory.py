@@ -242,6 +242,18 @@ def _slurm(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+def _monitoring(cluster: Cluster) -> dict[str, Any]:
+    """`gpufleet_monitoring`: the resolved `monitoring:` section (resolve_monitoring)."""
+    m = cluster.monitoring
+    return {
+        "servers": list(m.servers),
+        "scrape_interval": m.scrape_interval,
+        "evaluation_interval": m.evaluation_interval,
+        "retention_time": m.retention_time,
+        "retention_size": m.retention_size,
+    }
+
+
 def render_group_vars(cluster: Cluster) -> str:
     networks: dict[str, Any] = {}
     for s in cluster.subnets:
@@ -289,6 +301,7 @@ def render_group_vars(cluster: Cluster) -> str:
         ],
         "gpufleet_profiles": {name: prof.model_dump() for name, prof in cluster.profiles.items()},
         "gpufleet_slurm": _slurm(cluster),
+        "gpufleet_monitoring": _monitoring(cluster),
     }
     return _header(cluster, "Site-wide variables") + _dump(data)
 

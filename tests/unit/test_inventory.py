@@ -250,9 +250,9 @@ def test_slurm_without_head_nodes_has_no_controller() -> None:
     assert yaml.safe_load(text)["gpufleet_slurm"]["controllers"] == []
 
 
-def test_slurm_section_is_the_last_key_and_ordered() -> None:
+def test_slurm_section_is_ordered() -> None:
     text = _render("example-ib")[GROUP_VARS_FILE]
-    block = text[text.index("gpufleet_slurm:\n") :]
+    block = text[text.index("gpufleet_slurm:\n") : text.index("gpufleet_monitoring:\n")]
     assert block == (
         "gpufleet_slurm:\n"
         "  controllers:\n"
@@ -270,3 +270,37 @@ def test_slurm_section_is_the_last_key_and_ordered() -> None:
         '      type: "h100"\n'
         "      count: 8\n"
     )
+
+
+# --- gpufleet_monitoring: the spec's `monitoring:` section, resolved ---------------------------
+
+
+def test_monitoring_section_is_the_last_key_with_defaults_and_servers() -> None:
+    text = _render("example-ib")[GROUP_VARS_FILE]
+    block = text[text.index("gpufleet_monitoring:\n") :]
+    assert block == (
+        "gpufleet_monitoring:\n"
+        "  servers:\n"
+        '    - "mon01"\n'
+        '  scrape_interval: "30s"\n'
+        '  evaluation_interval: "30s"\n'
+        '  retention_time: "30d"\n'
+        "  retention_size: null\n"
+    )
+
+
+def test_monitoring_versions_default_to_debian_12_packages() -> None:
+    versions = yaml.safe_load(_render("example-ib")[GROUP_VARS_FILE])["gpufleet_versions"]
+    assert versions["prometheus"] == "2.42.0+ds-5+deb12u1"
+    assert versions["alertmanager"] == "0.25.0-1+b4"
+    assert versions["node_exporter"] == "1.5.0-1+b6"
+
+
+def test_monitoring_section_from_the_spec_and_no_servers_without_monitoring_nodes() -> None:
+    data = _minimal()
+    data["monitoring"] = {"scrape_interval": "15s", "retention_size": "500GB"}
+    cluster = cluster_from_data(data)
+    m = yaml.safe_load(render_group_vars(cluster))["gpufleet_monitoring"]
+    assert m["scrape_interval"] == "15s" and m["evaluation_interval"] == "30s"
+    assert m["retention_size"] == "500GB"
+    assert m["servers"] == sorted(n.name for n in cluster.nodes if n.role == "monitoring")

@@ -97,6 +97,16 @@ def slurm(body: str) -> Edit:
     return Edit("nodes:\n  - {name: head01", f"slurm: {{{body}}}\nnodes:\n  - {{name: head01")
 
 
+def monitoring(body: str) -> Edit:
+    """A `monitoring:` section (one flow-style line) before the nodes."""
+    return Edit("nodes:\n  - {name: head01", f"monitoring: {{{body}}}\nnodes:\n  - {{name: head01")
+
+
+def package(name: str, version: str) -> Edit:
+    """One more package version in the lock, after Slurm's."""
+    return Edit('slurm: "22.05.8-4+deb12u3"', f'slurm: "22.05.8-4+deb12u3"\n  {name}: "{version}"')
+
+
 ROCE_PROFILE = Edit("gpu: hgx-h100-8gpu-ib", "gpu: hgx-h100-8gpu-roce")
 
 
@@ -321,6 +331,21 @@ CASES: list[Case] = [
     case("slurm-version-format", "a Slurm version apt never shows",
          [Edit('slurm: "22.05.8-4+deb12u3"', 'slurm: "latest"')],
          "versions.slurm", "the Slurm packages' version as apt shows it", 1),
+    case("prometheus-upstream-version", "Prometheus's upstream release, not the package's",
+         [package("prometheus", "2.42.0")],
+         "versions.prometheus", "is an upstream release, not the version of a Debian", 1),
+    case("node-exporter-version-format", "a node_exporter version apt never shows",
+         [package("node_exporter", "latest")],
+         "versions.node_exporter", "has the wrong format", 1),
+    case("monitoring-interval-unit", "a scrape interval without its unit",
+         [monitoring('scrape_interval: "30"')],
+         "monitoring.scrape_interval", "has the wrong format", 1),
+    case("monitoring-retention-size-unit", "a retention size in a unit Prometheus rejects",
+         [monitoring("retention_size: 500G")],
+         "monitoring.retention_size", "has the wrong format", 1),
+    case("monitoring-unknown-key", "a misspelt monitoring setting",
+         [monitoring("retention: 30d")],
+         "monitoring.retention", "did you mean 'retention_time'", 1),
     case("profile-unknown", "node profile name with a typo",
          [on("gpu002", "role: gpu,", "role: gpu, profile: hgx-h100-8gpu-ibb,")],
          "nodes[4].profile", "did you mean 'hgx-h100-8gpu-ib'", 1),

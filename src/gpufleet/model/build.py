@@ -21,6 +21,7 @@ from gpufleet.model.types import (
     Cluster,
     Fabric,
     Interface,
+    Monitoring,
     Node,
     RailInterface,
     Site,
@@ -366,6 +367,7 @@ def _cluster(
             {r.profile_name: r.profile for r in sorted(resolved.values(), key=_by_profile)}
         ),
         slurm=resolve_slurm(spec, nodes),
+        monitoring=resolve_monitoring(spec, nodes),
         spec_file=spec_file,
     )
 
@@ -443,4 +445,20 @@ def _versions(spec: ClusterSpec) -> VersionLock:
         nccl=v.nccl,
         nccl_tests=v.nccl_tests,
         slurm=v.slurm,
+        prometheus=v.prometheus,
+        alertmanager=v.alertmanager,
+        node_exporter=v.node_exporter,
+    )
+
+
+def resolve_monitoring(spec: ClusterSpec, nodes: Sequence[Node]) -> Monitoring:
+    """The spec's `monitoring:` section: Prometheus and Alertmanager on every monitoring node
+    (none: the site has no monitoring phase), node_exporter on every node."""
+    m = spec.monitoring
+    return Monitoring(
+        servers=tuple(sorted(n.name for n in nodes if n.role == "monitoring")),
+        scrape_interval=m.scrape_interval,
+        evaluation_interval=m.evaluation_interval,
+        retention_time=m.retention_time,
+        retention_size=m.retention_size,
     )

@@ -151,6 +151,9 @@ class VersionLock:
     nccl: str
     nccl_tests: str
     slurm: str
+    prometheus: str
+    alertmanager: str
+    node_exporter: str
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -190,6 +193,17 @@ class Slurm:
 
 
 @dataclass(frozen=True, slots=True)
+class Monitoring:
+    """The spec's `monitoring:` section resolved (gpufleet.model.build.resolve_monitoring)."""
+
+    servers: tuple[str, ...]  # the monitoring nodes, sorted: Prometheus and Alertmanager
+    scrape_interval: str
+    evaluation_interval: str
+    retention_time: str
+    retention_size: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """One site, resolved. Nodes are sorted by name (the order of `nodes:` does not matter)."""
 
@@ -201,6 +215,7 @@ class Cluster:
     versions: VersionLock
     profiles: Mapping[str, Profile]  # the profiles nodes use, by name
     slurm: Slurm
+    monitoring: Monitoring
     spec_file: Path | None  # where it was read from; None for data given in memory
 
     def node(self, name: str) -> Node:

@@ -76,6 +76,20 @@ def _slurm_version(value: Any) -> Any:
     return value
 
 
+def _package_version(value: Any) -> Any:
+    """A distribution package's version as apt shows it (the roles pin packages with apt)."""
+    value = _number_as_text(value, "a version string", "2.42.0+ds-5+deb12u1")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+\.\d+\.\d+", value):
+        raise fail(
+            f"{value!r} is an upstream release, not the version of a Debian/Ubuntu package",
+            "give the package version as `apt-cache policy <package>` shows it, the same on"
+            " every node, e.g. 2.42.0+ds-5+deb12u1 (prometheus, Debian 12)",
+        )
+    return value
+
+
 def _ipv4_address(value: Any) -> IPv4Address:
     if isinstance(value, IPv4Address):
         return value
@@ -173,6 +187,7 @@ def _host(value: Any) -> Any:
 
 Version = Annotated[str, BeforeValidator(_version_text)]
 SlurmVersion = Annotated[str, BeforeValidator(_slurm_version)]
+PackageVersion = Annotated[str, BeforeValidator(_package_version)]
 Ipv4 = Annotated[IPv4Address, BeforeValidator(_ipv4_address)]
 Subnet = Annotated[IPv4Network, BeforeValidator(_ipv4_network)]
 Mac = Annotated[str, BeforeValidator(_mac)]
@@ -675,6 +690,10 @@ class Driver(Strict):
     open_kernel_modules: bool = True
 
 
+# A Debian package version: [epoch:]upstream-revision (deb-version(7)).
+_PACKAGE_VERSION = r"^(\d+:)?\d[0-9A-Za-z.+~]*-[0-9A-Za-z.+~]+$"
+
+
 class Versions(Strict):
     nvidia_driver: Driver
     fabric_manager: Version | None = Field(default=None, pattern=r"^\d{3}\.\d+(\.\d+)?$")
@@ -696,6 +715,24 @@ class Versions(Strict):
         pattern=r"^\d{2}\.\d{2}\.\d+-[0-9A-Za-z.+~]+$",
         description="the Slurm packages' version as apt shows it, the same on every node,"
         " e.g. 22.05.8-4+deb12u3 (Debian 12)",
+    )
+    # Monitoring from the distribution's packages (roles/prometheus, roles/alertmanager,
+    # roles/node_exporter). Defaults: Debian 12's, so specs written before monitoring joined
+    # the lock stay valid; Ubuntu sites give their archive's versions.
+    prometheus: PackageVersion = Field(
+        default="2.42.0+ds-5+deb12u1",
+        pattern=_PACKAGE_VERSION,
+        description="the prometheus package's version as apt shows it",
+    )
+    alertmanager: PackageVersion = Field(
+        default="0.25.0-1+b4",
+        pattern=_PACKAGE_VERSION,
+        description="the prometheus-alertmanager package's version as apt shows it",
+    )
+    node_exporter: PackageVersion = Field(
+        default="1.5.0-1+b6",
+        pattern=_PACKAGE_VERSION,
+        description="the prometheus-node-exporter package's version as apt shows it",
     )
 
 
@@ -738,6 +775,32 @@ class Slurm(Strict):
     )
 
 
+# --- monitoring -------------------------------------------------------------------------------
+
+# Prometheus's duration and size formats (prometheus(1): --storage.tsdb.retention.*).
+_PROM_DURATION = r"^[1-9]\d*(ms|s|m|h|d|w|y)$"
+_PROM_SIZE = r"^[1-9]\d*(B|KB|MB|GB|TB|PB|EB)$"
+
+
+class Monitoring(Strict):
+    """Prometheus on the monitoring node(s), node_exporter everywhere (docs/monitoring.md)."""
+
+    scrape_interval: str = Field(
+        default="30s", pattern=_PROM_DURATION, description="how often every target is scraped"
+    )
+    evaluation_interval: str = Field(
+        default="30s", pattern=_PROM_DURATION, description="how often alert rules are evaluated"
+    )
+    retention_time: str = Field(
+        default="30d", pattern=_PROM_DURATION, description="how long samples are kept, e.g. 90d"
+    )
+    retention_size: str | None = Field(
+        default=None,
+        pattern=_PROM_SIZE,
+        description="the most disk the samples may take, e.g. 500GB; absent: no size limit",
+    )
+
+
 # --- the whole spec ------------------------------------------------------------------
 
 
@@ -755,6 +818,7 @@ class ClusterSpec(Strict):
     networks: Networks
     versions: Versions
     slurm: Slurm = Slurm()
+    monitoring: Monitoring = Monitoring()
 
     def nodes_by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]
