@@ -289,6 +289,18 @@ def _samples(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith("#")]
 
 
+# The Xid codes the alert rules name (written as 0 until logged), as the script has them.
+ALERTED = (13, 31, 43, 45, 48, 63, 64, 74, 79, 94, 95, 119, 120)
+
+
+def _xids(logged: dict[int, int], drain: list[int] = DRAIN) -> list[str]:
+    """The Xid counter's samples: every alerted or drained code (0 unless logged), in code
+    order, then logged codes that are neither."""
+    known = sorted({*ALERTED, *drain})
+    codes = known + sorted(set(logged) - set(known))
+    return [f'gpufleet_xid_events_total{{code="{c}"}} {logged.get(c, 0)}' for c in codes]
+
+
 def _per_gpu(metric: str, value: int, buses: list[str] = H100_BUSES) -> list[str]:
     return [f'{metric}{{gpu="{bus}"}} {value}' for bus in buses]
 
@@ -319,9 +331,7 @@ def test_textfile_has_the_metrics_of_a_recorded_node(tmp_path: Path) -> None:
         f"gpufleet_node_health_last_run_timestamp_seconds {report['time']}",
         "gpufleet_node_health_ok 0",
         "gpufleet_version_drift 0",
-        'gpufleet_xid_events_total{code="48"} 1',
-        'gpufleet_xid_events_total{code="63"} 1',
-        'gpufleet_xid_events_total{code="94"} 9',
+        *_xids({48: 1, 63: 1, 94: 9}),
     ]
     # The report and the check's own output are what they were without --textfile.
     assert run.stdout.splitlines()[1].startswith("FAIL xid ")
@@ -335,9 +345,10 @@ def test_textfile_is_valid_exposition_format(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["healthy"]  # --json still prints the report alone
     families = parse_exposition(out.read_text())
-    # Gauges only: the replayed kernel log has no Xid line, so the counter has no series.
-    assert {v["type"] for v in families.values()} == {"gauge"}
-    assert "gpufleet_xid_events_total" not in families
+    # The replayed kernel log has no Xid line: the counter is 0 for every code it knows.
+    assert {v["type"] for k, v in families.items() if k != "gpufleet_xid_events_total"} == {"gauge"}
+    assert families["gpufleet_xid_events_total"]["type"] == "counter"
+    assert set(families["gpufleet_xid_events_total"]["samples"].values()) == {0.0}
     assert families["gpufleet_node_health_ok"]["samples"] == {(): 1.0}
     assert families["gpufleet_node_health_ok"]["help"].startswith("1 when every configured")
     # Label values and help text are escaped: a backslash, a quote and a newline survive.
@@ -410,7 +421,12 @@ def test_the_xid_counter_counts_every_code_acknowledged_or_not(tmp_path: Path) -
     ]
 
     def xid_lines() -> list[str]:
-        return [s for s in _samples(out.read_text()) if "xid" in s]
+        # The codes that were logged (the zero-valued series are the next test's subject).
+        return [
+            s
+            for s in _samples(out.read_text())
+            if "xid" in s and not (s.startswith("gpufleet_xid_events_total") and s.endswith(" 0"))
+        ]
 
     assert _run(cfg, "--textfile", str(out)).returncode == 1
     assert xid_lines() == ['gpufleet_node_health_check_ok{check="xid"} 0', *counted]
@@ -421,6 +437,31 @@ def test_the_xid_counter_counts_every_code_acknowledged_or_not(tmp_path: Path) -
     _run(_config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)], xid_drain=[119]),
          "--textfile", str(out))  # fmt: skip
     assert xid_lines()[1:] == counted
+
+
+def test_every_alerted_and_drained_xid_code_starts_at_zero(tmp_path: Path) -> None:
+    """The first Xid of a code must be an increase Prometheus can see: a series that is born
+    at 1 is no increase, and without history the Xid rule would stay quiet."""
+    out = tmp_path / "node.prom"
+    _run(_config(tmp_path, kernel_log=[_tool(tmp_path, "dmesg-48", XID_LOG)], xid_drain=[154]),
+         "--textfile", str(out))  # fmt: skip
+    xids = {
+        s.split('code="')[1].split('"')[0]: s.rsplit(" ", 1)[1]
+        for s in _samples(out.read_text())
+        if s.startswith("gpufleet_xid_events_total")
+    }
+    alerted = [str(c) for c in ALERTED]
+    assert {c: xids[c] for c in [*alerted, "154"]} == {
+        **dict.fromkeys([*alerted, "154"], "0"),
+        "48": "1",
+        "63": "1",
+        "94": "9",
+    }
+    assert set(xids) == set(alerted) | {"154"}
+    # The codes the alert rules name are the ones the script knows.
+    rules = (ROOT / "monitoring/rules/gpu.yml").read_text()
+    named = set(re.findall(r'code=~?"([0-9|]+)"', rules))
+    assert {c for group in named for c in group.split("|")} == set(alerted)
 
 
 def test_a_failed_write_leaves_the_previous_file_and_changes_nothing_else(tmp_path: Path) -> None:
