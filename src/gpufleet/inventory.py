@@ -254,6 +254,29 @@ def _monitoring(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+def _serving(cluster: Cluster) -> dict[str, Any]:
+    """`gpufleet_serving`: the resolved `serving:` section (resolve_serving)."""
+    s = cluster.serving
+    return {
+        "vip": s.vip,
+        "port": s.port,
+        "balancers": list(s.balancers),
+        "preempt": s.preempt,
+        "affinity": s.affinity,
+        "rate_limit": s.rate_limit,
+        "models": [
+            {
+                "name": m.name,
+                "path": m.path,
+                "nodes": list(m.nodes),
+                "tensor_parallel": m.tensor_parallel,
+                "port": m.port,
+            }
+            for m in s.models
+        ],
+    }
+
+
 def render_group_vars(cluster: Cluster) -> str:
     networks: dict[str, Any] = {}
     for s in cluster.subnets:
@@ -302,6 +325,7 @@ def render_group_vars(cluster: Cluster) -> str:
         "gpufleet_profiles": {name: prof.model_dump() for name, prof in cluster.profiles.items()},
         "gpufleet_slurm": _slurm(cluster),
         "gpufleet_monitoring": _monitoring(cluster),
+        "gpufleet_serving": _serving(cluster),
     }
     return _header(cluster, "Site-wide variables") + _dump(data)
 

@@ -275,9 +275,9 @@ def test_slurm_section_is_ordered() -> None:
 # --- gpufleet_monitoring: the spec's `monitoring:` section, resolved ---------------------------
 
 
-def test_monitoring_section_is_the_last_key_with_defaults_and_servers() -> None:
+def test_monitoring_section_with_defaults_and_servers() -> None:
     text = _render("example-ib")[GROUP_VARS_FILE]
-    block = text[text.index("gpufleet_monitoring:\n") :]
+    block = text[text.index("gpufleet_monitoring:\n") : text.index("gpufleet_serving:\n")]
     assert block == (
         "gpufleet_monitoring:\n"
         "  servers:\n"
@@ -304,3 +304,49 @@ def test_monitoring_section_from_the_spec_and_no_servers_without_monitoring_node
     assert m["scrape_interval"] == "15s" and m["evaluation_interval"] == "30s"
     assert m["retention_size"] == "500GB"
     assert m["servers"] == sorted(n.name for n in cluster.nodes if n.role == "monitoring")
+
+
+# --- gpufleet_serving: the spec's `serving:` section, resolved ---------------------------------
+
+
+def test_serving_section_is_the_last_key_with_models_expanded() -> None:
+    text = _render("example-ib")[GROUP_VARS_FILE]
+    serving = yaml.safe_load(text)["gpufleet_serving"]
+    assert text.rstrip().splitlines()[-1].startswith("      port: ")  # last: models[-1].port
+    gpus = sorted(
+        h
+        for h, v in yaml.safe_load(_render("example-ib")[HOSTS_FILE])["all"]["children"][
+            "gpu_nodes"
+        ]["hosts"].items()
+    )
+    assert serving == {
+        "vip": "inference",
+        "port": 443,
+        "balancers": ["lb01", "lb02"],
+        "preempt": False,
+        "affinity": "least-connections",
+        "rate_limit": 0,
+        "models": [
+            {
+                "name": "llama-3.1-70b-instruct",
+                "path": "/models/llama-3.1-70b-instruct",
+                "nodes": gpus,
+                "tensor_parallel": 8,
+                "port": 8000,
+            }
+        ],
+    }
+
+
+def test_serving_versions_default_to_debian_12_packages_and_pypi_vllm() -> None:
+    versions = yaml.safe_load(_render("example-roce")[GROUP_VARS_FILE])["gpufleet_versions"]
+    assert (versions["vllm"], versions["haproxy"], versions["keepalived"]) == (
+        "0.6.3.post1",
+        "2.6.12-1+deb12u4",
+        "1:2.2.7-1+b2",
+    )
+
+
+def test_serving_without_models_has_the_first_vip_and_nothing_to_serve() -> None:
+    serving = yaml.safe_load(_render("example-roce")[GROUP_VARS_FILE])["gpufleet_serving"]
+    assert serving["models"] == []

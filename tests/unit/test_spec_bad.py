@@ -107,6 +107,13 @@ def package(name: str, version: str) -> Edit:
     return Edit('slurm: "22.05.8-4+deb12u3"', f'slurm: "22.05.8-4+deb12u3"\n  {name}: "{version}"')
 
 
+def serving(body: str) -> Edit:
+    """A `serving:` section (one flow-style line) before the nodes."""
+    return Edit("nodes:\n  - {name: head01", f"serving: {{{body}}}\nnodes:\n  - {{name: head01")
+
+
+MODEL = "name: m1, path: /models/m1"
+
 ROCE_PROFILE = Edit("gpu: hgx-h100-8gpu-ib", "gpu: hgx-h100-8gpu-roce")
 
 
@@ -346,6 +353,27 @@ CASES: list[Case] = [
     case("monitoring-unknown-key", "a misspelt monitoring setting",
          [monitoring("retention: 30d")],
          "monitoring.retention", "did you mean 'retention_time'", 1),
+    case("serving-vip-unknown", "a serving VIP name that is not a frontend VIP",
+         [serving(f"vip: apii, models: [{{{MODEL}}}]")],
+         "serving.vip", "no frontend VIP named 'apii' (fix: did you mean 'api'", 1),
+    case("serving-model-on-head", "a model on a head node",
+         [serving(f"models: [{{{MODEL}, nodes: [head01]}}]")],
+         "serving.models[0].nodes[0]", "head01 is not a GPU node", 1),
+    case("serving-two-models-one-port", "two models on one node and port",
+         [serving(f"models: [{{{MODEL}}}, {{name: m2, path: /models/m2, nodes: [gpu001]}}]")],
+         "serving.models[1].port", "gpu001 already serves m1 on port 8000", 1),
+    case("serving-duplicate-name", "the same model name twice",
+         [serving(f"models: [{{{MODEL}}}, {{{MODEL}, port: 8001}}]")],
+         "serving.models[1].name", "'m1' is already serving.models[0]", 1),
+    case("serving-tp-too-large", "tensor parallelism above the node's GPUs",
+         [serving(f"models: [{{{MODEL}, tensor_parallel: 16}}]")],
+         "serving.models[0].tensor_parallel", "16 GPUs per instance", 2),
+    case("serving-relative-path", "a model path that is not absolute",
+         [serving("models: [{name: m1, path: models/m1}]")],
+         "serving.models[0].path", "has the wrong format", 1),
+    case("vllm-version-format", "a vLLM version pip would not know",
+         [package("vllm", "v0.6")],
+         "versions.vllm", "has the wrong format", 1),
     case("profile-unknown", "node profile name with a typo",
          [on("gpu002", "role: gpu,", "role: gpu, profile: hgx-h100-8gpu-ibb,")],
          "nodes[4].profile", "did you mean 'hgx-h100-8gpu-ib'", 1),

@@ -24,6 +24,8 @@ from gpufleet.model.types import (
     Monitoring,
     Node,
     RailInterface,
+    ServedModel,
+    Serving,
     Site,
     Slurm,
     SlurmGres,
@@ -368,6 +370,7 @@ def _cluster(
         ),
         slurm=resolve_slurm(spec, nodes),
         monitoring=resolve_monitoring(spec, nodes),
+        serving=resolve_serving(spec, nodes),
         spec_file=spec_file,
     )
 
@@ -448,6 +451,35 @@ def _versions(spec: ClusterSpec) -> VersionLock:
         prometheus=v.prometheus,
         alertmanager=v.alertmanager,
         node_exporter=v.node_exporter,
+        vllm=v.vllm,
+        haproxy=v.haproxy,
+        keepalived=v.keepalived,
+    )
+
+
+def resolve_serving(spec: ClusterSpec, nodes: Sequence[Node]) -> Serving:
+    """The spec's `serving:` section: models with their nodes expanded, the VIP by name (the
+    first frontend VIP when the spec names none), the lb nodes that hold it."""
+    s = spec.serving
+    gpus = sorted(n.name for n in nodes if n.role == "gpu")
+    vips = [v.name for v in spec.networks.frontend.vips]
+    return Serving(
+        vip=s.vip if s.vip is not None else (vips[0] if vips else None),
+        port=s.port,
+        models=tuple(
+            ServedModel(
+                name=m.name,
+                path=m.path,
+                nodes=tuple(gpus if m.nodes == "ALL" else sorted(m.nodes)),
+                tensor_parallel=m.tensor_parallel,
+                port=m.port,
+            )
+            for m in s.models
+        ),
+        balancers=tuple(sorted(n.name for n in nodes if n.role == "lb")),
+        preempt=s.preempt,
+        affinity=s.affinity,
+        rate_limit=s.rate_limit,
     )
 
 

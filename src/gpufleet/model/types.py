@@ -154,6 +154,9 @@ class VersionLock:
     prometheus: str
     alertmanager: str
     node_exporter: str
+    vllm: str
+    haproxy: str
+    keepalived: str
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -204,6 +207,30 @@ class Monitoring:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedModel:
+    """One entry of the spec's `serving.models`, resolved."""
+
+    name: str
+    path: str
+    nodes: tuple[str, ...]  # GPU node names, sorted ("ALL" expanded)
+    tensor_parallel: int | None  # None: all of the node's GPUs
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """The spec's `serving:` section resolved (gpufleet.model.build.resolve_serving)."""
+
+    vip: str | None  # the frontend VIP's name; None without models or VIPs
+    port: int
+    models: tuple[ServedModel, ...]
+    balancers: tuple[str, ...]  # lb nodes, sorted: the first is keepalived's preferred master
+    preempt: bool
+    affinity: str
+    rate_limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """One site, resolved. Nodes are sorted by name (the order of `nodes:` does not matter)."""
 
@@ -216,6 +243,7 @@ class Cluster:
     profiles: Mapping[str, Profile]  # the profiles nodes use, by name
     slurm: Slurm
     monitoring: Monitoring
+    serving: Serving
     spec_file: Path | None  # where it was read from; None for data given in memory
 
     def node(self, name: str) -> Node:

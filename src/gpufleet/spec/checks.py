@@ -58,6 +58,7 @@ def spec_problems(spec: ClusterSpec) -> list[Problem]:
     problems += _check_subnets(spec)
     problems += _check_topology(spec)
     problems += _check_slurm(spec)
+    problems += _check_serving(spec)
     return problems
 
 
@@ -396,4 +397,83 @@ def _check_slurm(spec: ClusterSpec) -> list[Problem]:
             problems += gres_problems(
                 f"profile {name}", gres, profile.gpu_count, base=f"slurm.gres.{name}"
             )
+    return problems
+
+
+def _check_serving(spec: ClusterSpec) -> list[Problem]:
+    """Models on GPU nodes with the GPUs they ask for, no two on one node and port, unique
+    names; a VIP that exists and two lb nodes to hold it."""
+    serving = spec.serving
+    if not serving.models:
+        return []
+    problems: list[Problem] = []
+    vips = [v.name for v in spec.networks.frontend.vips]
+    if serving.vip is not None and serving.vip not in vips:
+        problems.append(
+            Problem(
+                "serving.vip", f"no frontend VIP named '{serving.vip}'", closest(serving.vip, vips)
+            )
+        )
+    elif not vips:
+        problems.append(
+            Problem(
+                "serving",
+                "models to serve but no frontend VIP",
+                "add one under networks.frontend.vips (the address clients use)",
+            )
+        )
+    lbs = spec.nodes_by_role("lb")
+    if len(lbs) < 2:
+        problems.append(
+            Problem(
+                "serving",
+                f"{len(lbs)} lb node(s): the VIP needs two to fail over",
+                "add two nodes with role: lb (HAProxy and keepalived run there)",
+            )
+        )
+    gpus = {n.name: n for n in spec.nodes_by_role("gpu")}
+    profiles = known_profiles(spec)
+    seen_names: dict[str, int] = {}
+    taken: dict[tuple[str, int], str] = {}
+    for i, model in enumerate(serving.models):
+        base = f"serving.models[{i}]"
+        if model.name in seen_names:
+            problems.append(
+                Problem(
+                    f"{base}.name",
+                    f"'{model.name}' is already serving.models[{seen_names[model.name]}]",
+                    "one entry per model name",
+                )
+            )
+        seen_names.setdefault(model.name, i)
+        names = sorted(gpus) if model.nodes == "ALL" else model.nodes
+        for k, name in enumerate(names):
+            node = gpus.get(name)
+            if node is None:
+                problems.append(
+                    Problem(
+                        f"{base}.nodes[{k}]", f"{name} is not a GPU node", closest(name, list(gpus))
+                    )
+                )
+                continue
+            other = taken.get((name, model.port))
+            if other is not None:
+                problems.append(
+                    Problem(
+                        f"{base}.port",
+                        f"{name} already serves {other} on port {model.port}",
+                        "give each model on a node its own port",
+                    )
+                )
+            taken.setdefault((name, model.port), model.name)
+            profile = profiles.get(profile_name(spec, node) or "")
+            have = profile.gpu_count if profile is not None else 0
+            if model.tensor_parallel is not None and have and model.tensor_parallel > have:
+                problems.append(
+                    Problem(
+                        f"{base}.tensor_parallel",
+                        f"{model.tensor_parallel} GPUs per instance, {name} has {have}",
+                        f"at most {have}",
+                    )
+                )
     return problems

@@ -734,6 +734,23 @@ class Versions(Strict):
         pattern=_PACKAGE_VERSION,
         description="the prometheus-node-exporter package's version as apt shows it",
     )
+    # Serving (roles/model_server, roles/haproxy, roles/keepalived). vLLM is a Python package
+    # (PyPI version); the load balancers' daemons are Debian's.
+    vllm: Version = Field(
+        default="0.6.3.post1",
+        pattern=r"^\d+\.\d+\.\d+([.-]?(post|rc|dev)\d+)?$",
+        description='vLLM as pip names it, e.g. "0.6.3.post1"',
+    )
+    haproxy: PackageVersion = Field(
+        default="2.6.12-1+deb12u4",
+        pattern=_PACKAGE_VERSION,
+        description="the haproxy package's version as apt shows it",
+    )
+    keepalived: PackageVersion = Field(
+        default="1:2.2.7-1+b2",
+        pattern=_PACKAGE_VERSION,
+        description="the keepalived package's version as apt shows it (with its epoch)",
+    )
 
 
 # --- Slurm ------------------------------------------------------------------------------------
@@ -801,6 +818,53 @@ class Monitoring(Strict):
     )
 
 
+# --- serving ----------------------------------------------------------------------------------
+
+
+class ServedModel(Strict):
+    """One model served by vLLM on GPU nodes, behind the load balancers (docs/serving.md)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+        description="the name clients send as `model`, e.g. llama-3.1-8b-instruct",
+    )
+    path: str = Field(
+        pattern=r"^/\S+$",
+        description="the model's directory on every node that serves it (local disk: air-gapped)",
+    )
+    nodes: Literal["ALL"] | list[HostLabel] = Field(
+        default="ALL", description="ALL, or the GPU nodes that serve it"
+    )
+    tensor_parallel: int | None = Field(
+        default=None, ge=1, le=16, description="GPUs per instance; absent: all of the node's GPUs"
+    )
+    port: int = Field(
+        default=8000, ge=1024, le=65535, description="the model server's port on its nodes"
+    )
+
+
+class Serving(Strict):
+    """OpenAI-compatible serving: vLLM on GPU nodes, HAProxy and keepalived on the lb nodes."""
+
+    vip: HostLabel | None = Field(
+        default=None, description="the frontend VIP clients use (its name); absent: the first"
+    )
+    port: int = Field(default=443, ge=1, le=65535, description="the VIP's TLS port")
+    models: list[ServedModel] = Field(default=[], description="what is served, and where")
+    preempt: bool = Field(
+        default=False,
+        description="the first lb node takes the VIP back when it returns (false: the VIP stays)",
+    )
+    affinity: Literal["least-connections", "session"] = Field(
+        default="least-connections",
+        description="least-connections, or session: a conversation's requests to the same"
+        " backend (consistent hashing with bounded load) for KV-cache reuse",
+    )
+    rate_limit: int = Field(
+        default=0, ge=0, description="requests per API key per 10 s at the edge (0: no limit)"
+    )
+
+
 # --- the whole spec ------------------------------------------------------------------
 
 
@@ -819,6 +883,7 @@ class ClusterSpec(Strict):
     versions: Versions
     slurm: Slurm = Slurm()
     monitoring: Monitoring = Monitoring()
+    serving: Serving = Serving()
 
     def nodes_by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]
