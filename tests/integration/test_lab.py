@@ -1,6 +1,7 @@
-"""A small lab end to end, checked from outside: SSH, Redfish power, inventory, teardown.
+"""A small lab end to end, checked from outside: SSH, Redfish power, inventory, Slurm,
+monitoring, teardown.
 
-Uses its own site (1 head, 3 gpu) in 198.19.0.0/16 and its own BMC port, so it
+Uses its own site (1 head, 1 monitoring, 3 gpu) in 198.19.0.0/16 and its own BMC port, so it
 never touches a running `make lab`.
 """
 
@@ -11,12 +12,14 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import sushy
 import yaml
 
+from gpufleet import dashboards
 from gpufleet.lab import core
 from gpufleet.lab import podman as pm
 from gpufleet.model import load_cluster
@@ -40,7 +43,7 @@ def _small_site(tmp: Path, port: int) -> Path:
     # No lb pair in the small lab, so no VIPs.
     data["networks"]["frontend"] = {"cidr": "198.19.1.0/24", "gateway": "198.19.1.1"}
     data["networks"]["fabric"]["rails"] = ["198.19.10.0/24", "198.19.11.0/24"]
-    keep = [n for n in data["nodes"] if n["name"] in ("head1", "gpu1", "gpu2", "gpu3")]
+    keep = [n for n in data["nodes"] if n["name"] in ("head1", "mon1", "gpu1", "gpu2", "gpu3")]
     for n in keep:
         n["bmc"]["url"] = f"http://127.0.0.1:{port}/redfish/v1/Systems/{n['name']}"
     data["nodes"] = keep
@@ -173,6 +176,7 @@ def test_status_reports_nodes_power_and_addresses(lab_site):
     assert info["bmc_emulator"] == "up"
     assert {r["node"]: r["power"] for r in info["nodes"]} == {
         "head1": "On",
+        "mon1": "On",
         "gpu1": "On",
         "gpu2": "On",
         "gpu3": "On",
@@ -351,16 +355,27 @@ else:
 """
 
 
-def test_slurm_runs_mpi_jobs_and_drains_a_node_with_an_xid(lab_site):
+def _converge(site: Path, env: dict[str, str], playbook: str) -> None:
+    ok = _gpufleet("lab", "converge", "--site", str(site), "--playbook", playbook, env=env)
+    assert ok.returncode == 0, ok.stdout[-6000:] + ok.stderr
+
+
+@pytest.fixture(scope="module")
+def slurm_lab(lab_site):
+    """The lab with playbooks/slurm.yml converged (the health check's metrics timer included:
+    the small site has a monitoring node)."""
+    site, env, _, _ = lab_site
+    _converge(site, env, "playbooks/slurm.yml")
+    return lab_site
+
+
+def test_slurm_runs_mpi_jobs_and_drains_a_node_with_an_xid(slurm_lab):
     """playbooks/slurm.yml on the lab (issue 17): every GPU node idle with gpu:h100:8, an MPI
     ring across the three through srun --mpi=pmix, sacct recording it, --gres=gpu:2 giving two
     devices; an Xid on gpu2 drains it at the next job's prolog with the reason, the job runs
     on the other nodes, and after --clear a passing health check returns gpu2 to service."""
-    site, env, _, _ = lab_site
+    site, env, _, _ = slurm_lab
     lab, cluster = core.open_lab(site)
-    ok = _gpufleet("lab", "converge", "--site", str(site), "--playbook", "playbooks/slurm.yml",
-                   env=env)  # fmt: skip
-    assert ok.returncode == 0, ok.stdout[-6000:] + ok.stderr
     gpus = ["gpu1", "gpu2", "gpu3"]
     idle = _until(
         "every GPU node idle",
@@ -427,6 +442,123 @@ def test_slurm_runs_mpi_jobs_and_drains_a_node_with_an_xid(lab_site):
     assert healthy.returncode == 0 and "gpu2: healthy" in healthy.stdout, healthy.stdout
     back = _until("gpu2 back in service", lambda: _nodes(lab, cluster)["gpu2"][0] == "idle")
     assert back
+
+
+def _prometheus(lab: core.Lab, query: str) -> list[dict]:
+    """An instant query to Prometheus on mon1, from mon1 (its API answers the admin networks
+    only); the result vector."""
+    url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    code = "import sys,urllib.request as u; print(u.urlopen(sys.argv[1]).read().decode())"
+    out = pm.exec_in(lab.container("mon1"), "python3", "-c", code, url).stdout
+    reply = json.loads(out)
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def _notifications(lab: core.Lab) -> list[dict]:
+    """What the lab's webhook receiver on mon1 has recorded, oldest first."""
+    run = pm.exec_in(lab.container("mon1"), "cat", core.ALERT_LOG, check=False)
+    return [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+
+
+def _notices(lab: core.Lab, alert: str, status: str, since: float) -> list[tuple[float, dict]]:
+    """(received, alert) of every `alert` alert with `status` that the receiver got after
+    `since` (unix time)."""
+    return [
+        (n["received"], a)
+        for n in _notifications(lab)
+        if n["received"] >= since
+        for a in n["body"]["alerts"]
+        if a["labels"].get("alertname") == alert and a["status"] == status
+    ]
+
+
+def _fault_to_notice(
+    lab: core.Lab, site: Path, env: dict[str, str], node: str, fault: list[str], alert: str
+) -> tuple[dict, float, float]:
+    """Inject `fault` on `node`, wait for `alert` to reach the webhook receiver, clear the
+    fault, wait for it to resolve; (the firing alert, seconds to it, seconds to resolved)."""
+    start = time.time()
+    _fault(site, env, node, *fault)
+    fired = _until(f"{alert} at the webhook receiver",
+                   lambda: _notices(lab, alert, "firing", start), timeout=150)  # fmt: skip
+    assert {a["labels"]["instance"] for _, a in fired} == {node}, fired
+    cleared = time.time()
+    _fault(site, env, node, "--clear")
+    resolved = _until(f"{alert} resolved at the webhook receiver",
+                      lambda: _notices(lab, alert, "resolved", cleared), timeout=150)  # fmt: skip
+    assert {a["labels"]["instance"] for _, a in resolved} == {node}, resolved
+    return fired[0][1], fired[0][0] - start, resolved[0][0] - cleared
+
+
+def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
+    """playbooks/monitoring.yml on the lab (issue 18): node_exporter up on every node in
+    Prometheus on mon1, the GPU nodes' health metrics in it, every dashboard panel not marked
+    hardware-only with a series; an Xid 48 on gpu2 reaches the lab's webhook receiver naming
+    gpu2 and the code, a rail down on gpu3 naming gpu3 and the rail, and each resolves after
+    --clear. The lab
+    scrapes and evaluates every 10 s, the health metrics refresh every 10 s and Alertmanager
+    waits 5 s before a group's first notification, 10 s before the next (resolved) one."""
+    site, env, _, _ = slurm_lab
+    lab, cluster = core.open_lab(site)
+    _converge(site, env, "playbooks/monitoring.yml")
+
+    names = sorted(n.name for n in cluster.nodes)
+    up = _until(
+        "node_exporter up on every node",
+        lambda: (
+            (r := _prometheus(lab, 'up{job="node"} == 1'))
+            and sorted(x["metric"]["instance"] for x in r) == names
+            and r
+        ),
+        timeout=60,
+    )
+    assert {x["metric"]["role"] for x in up} == {"head", "monitoring", "gpu"}
+    gpus = ["gpu1", "gpu2", "gpu3"]
+    health = _until(
+        "the health metrics of every GPU node",
+        lambda: (
+            (r := _prometheus(lab, "gpufleet_gpu_count"))
+            and sorted(x["metric"]["instance"] for x in r) == gpus
+            and r
+        ),
+        timeout=60,
+    )
+    assert {x["value"][1] for x in health} == {"8"}  # the replayed 8 x H100 nodes
+
+    assert not _prometheus(lab, 'ALERTS{alertstate="firing",severity="critical"}')
+
+    # The fault, then the notification: the time between them is the lab's detection time.
+    # Xid 48: the lab replays only Xids recorded on real H100s (48, 63, 94, 119).
+    alert, fired, resolved = _fault_to_notice(lab, site, env, "gpu2", ["--xid", "48"],
+                                              "GpuXidDoubleBitEcc")  # fmt: skip
+    assert (alert["labels"]["code"], alert["labels"]["severity"]) == ("48", "critical"), alert
+    assert "nvidia-smi -r" in alert["annotations"]["action"]
+    print(f"Xid 48 on gpu2 to the webhook receiver: {fired:.1f} s; --clear to resolved: "
+          f"{resolved:.1f} s")  # fmt: skip
+
+    # A rail's interface down on gpu3 (the health check's rails check, alert after 30 s).
+    alert, fired, resolved = _fault_to_notice(lab, site, env, "gpu3", ["--rail-down", "1"],
+                                              "FabricRailDown")  # fmt: skip
+    assert (alert["labels"]["rail"], alert["labels"]["device"]) == ("1", "eth2"), alert
+    print(f"rail 1 down on gpu3 to the webhook receiver: {fired:.1f} s; --clear to resolved: "
+          f"{resolved:.1f} s")  # fmt: skip
+
+    # Every dashboard panel that is not marked hardware-only has a series in the lab (the
+    # per-node dashboards asked for gpu1). Last: rate() and increase() panels need a few
+    # minutes of samples.
+    queries = [q for q in dashboards.all_queries(REPO / "monitoring/dashboards")
+               if q.hardware_only is None]  # fmt: skip
+
+    def empty() -> list[str]:
+        return [f"{q.dashboard} / {q.panel} / {q.ref_id}: {q.expr}" for q in queries
+                if not _prometheus(lab, dashboards.lab_query(q.expr, "gpu1"))]  # fmt: skip
+
+    try:
+        _until("every lab panel's query to return a series", lambda: not empty(), timeout=60)
+    except pytest.fail.Exception:
+        pytest.fail("panels without a series in the lab:\n" + "\n".join(empty()))
+    print(f"{len(queries)} dashboard queries, each with a series in the lab")
 
 
 def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):

@@ -422,6 +422,34 @@ echo {digest} > /etc/gpufleet-replay/digest""",
     )
 
 
+WEBHOOK = resources.files("gpufleet.lab") / "webhook"
+# Where the lab's alert receiver listens on a monitoring node, and what it records.
+ALERT_RECEIVER = "http://127.0.0.1:9095"
+ALERT_LOG = "/var/log/gpufleet-lab-alerts.jsonl"
+
+
+def _install_alert_receiver(lab: Lab, node_name: str) -> None:
+    """Monitoring nodes only: the lab's webhook receiver (gpufleet/lab/webhook), which records
+    every notification of the lab's Alertmanager in ALERT_LOG, as a site's pager would
+    receive them. The lab installs it; roles never do."""
+    name = lab.container(node_name)
+    stage = "/usr/local/lib/gpufleet-webhook-stage"
+    pm.exec_in(name, "rm", "-rf", stage)
+    with resources.as_file(WEBHOOK) as path:
+        pm.podman("cp", str(path), f"{name}:{stage}")
+    pm.exec_in(
+        name,
+        "sh",
+        "-c",
+        f"""set -eu
+install -m 0755 -o root -g root {stage}/gpufleet-lab-alert-receiver /usr/local/sbin/
+install -m 0644 -o root -g root {stage}/gpufleet-lab-alert-receiver.service /etc/systemd/system/
+rm -rf {stage}
+systemctl daemon-reload
+systemctl enable --now gpufleet-lab-alert-receiver.service >/dev/null 2>&1""",
+    )
+
+
 def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None) -> str:
     replayed = "".join(f"  {n}: {LAB_REPLAY_GPUS}\n" for n in gpu_nodes or [])
     return (
@@ -442,6 +470,16 @@ def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None) -
         + "# A job requeued by a failing prolog waits cred_expire seconds (120 by default)\n"
         "# before it may start again; the lab waits 30.\n"
         "gpufleet_slurm_conf_overrides:\n  AuthInfo: cred_expire=30\n"
+        "# Alertmanager notifies the lab's webhook receiver on the monitoring node, which records\n"
+        f"# every notification in {ALERT_LOG}; it groups for 5 s and re-notifies changes\n"
+        "# (resolved alerts) after 10 s, and the node health metrics refresh every 10 s, so a\n"
+        "# fault reaches the receiver within about a minute (scrape and evaluation: 10 s,\n"
+        "# cluster.yaml's monitoring section).\n"
+        "gpufleet_alertmanager_webhooks:\n"
+        + "".join(f"  {sev}: [{ALERT_RECEIVER}/{sev}]\n" for sev in ("critical", "warning", "info"))
+        + "gpufleet_alertmanager_group_wait: 5s\n"
+        "gpufleet_alertmanager_group_interval: 10s\n"
+        "gpufleet_node_health_metrics_interval: 10\n"
     )
 
 
@@ -487,6 +525,8 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
         host_keys.append(host_key)
         if node.role == "gpu" and node_digest != digest:
             _install_replay(lab, node.name, digest)
+        if node.role == "monitoring":
+            _install_alert_receiver(lab, node.name)
     lab.known_hosts.write_text("\n".join(host_keys) + "\n")
     write_inventory(lab.site_dir, render_inventory(cluster))
     gpu_nodes = [n.name for n in cluster.nodes if n.role == "gpu"]
