@@ -557,6 +557,42 @@ def test_the_health_check_wrapper_passes_the_textfile_when_set() -> None:
         ROLES / "slurm/tasks/preflight.yml",
         "Require the health metrics file to be an absolute path ending in .prom, or empty",
     )["ansible.builtin.assert"]["that"]
+    textfile, interval = rule
     for value, ok in [("", True), ("/var/lib/prometheus/node-exporter/gpufleet.prom", True),
                       ("gpufleet.prom", False), ("/var/lib/gpufleet.txt", False)]:  # fmt: skip
-        assert render({"slurm_health_textfile": value}, rule) is ok, value
+        assert render({"slurm_health_textfile": value}, textfile) is ok, value
+    for seconds, ok in [(60, True), (5, True), (4, False), ("60", False)]:
+        assert render({"slurm_health_metrics_interval": seconds}, interval) is ok, seconds
+
+
+def test_rails_check_names_the_rail_that_is_down_and_writes_one_series_per_rail(
+    tmp_path: Path,
+) -> None:
+    """Constructed: a /sys/class/net with eth1 up, eth2 down and eth3 missing."""
+    net = tmp_path / "net"
+    for dev, state in (("eth1", "up"), ("eth2", "down")):
+        (net / dev).mkdir(parents=True)
+        (net / dev / "operstate").write_text(f"{state}\n")
+    out = tmp_path / "node.prom"
+    cfg = _config(tmp_path, rail_netdevs=["eth1", "eth2"], sys_class_net=str(net))
+    run = _run(cfg, "--textfile", str(out))
+    assert run.returncode == 1
+    report = json.loads((tmp_path / "state/last.json").read_text())
+    assert report["checks"]["rails"]["problems"] == ["rail 1 (eth2) is down"]
+    rails = [s for s in _samples(out.read_text()) if s.startswith("gpufleet_fabric_rail_up")]
+    assert rails == [
+        'gpufleet_fabric_rail_up{device="eth1",rail="0"} 1',
+        'gpufleet_fabric_rail_up{device="eth2",rail="1"} 0',
+    ]
+    assert 'gpufleet_node_health_check_ok{check="rails"} 0' in _samples(out.read_text())
+
+    (net / "eth2" / "operstate").write_text("up\n")
+    assert _run(cfg, "--textfile", str(out)).returncode == 0
+    missing = _config(tmp_path, rail_netdevs=["eth1", "eth3"], sys_class_net=str(net))
+    assert _run(missing).returncode == 1
+    report = json.loads((tmp_path / "state/last.json").read_text())
+    assert report["checks"]["rails"]["problems"] == ["rail 1 (eth3) is missing"]
+    # Not configured: no check, no series.
+    _run(_config(tmp_path), "--textfile", str(out))
+    assert "gpufleet_fabric_rail_up" not in out.read_text()
+    assert "rails" not in json.loads((tmp_path / "state/last.json").read_text())["checks"]
