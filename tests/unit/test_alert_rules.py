@@ -7,8 +7,6 @@ the rules are only as good as their tests.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_tools import tool
 from roles_render import render_file, role_vars
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,21 +24,6 @@ RULE_FILES = sorted(RULES.glob("*.yml"))
 TEST_FILES = sorted((RULES / "tests").glob("*.yml"))
 ALERTMANAGER = MONITORING / "alertmanager"
 SEVERITIES = {"critical", "warning", "info"}
-
-
-def _tool(name: str) -> str:
-    """promtool or amtool: on PATH, else where scripts/bootstrap unpacks it; fail otherwise."""
-    found = shutil.which(name)
-    if found:
-        return found
-    bootstrap = (REPO / "scripts" / "bootstrap").read_text()
-    version = re.search(r"^PROMETHEUS_DEB_VERSION=(\S+)$", bootstrap, re.M)
-    assert version, "scripts/bootstrap does not pin PROMETHEUS_DEB_VERSION"
-    cache = Path(os.environ.get("GPUFLEET_CACHE", Path.home() / ".cache" / "gpufleet"))
-    candidate = cache / "prometheus-tools" / version.group(1) / "bin" / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    pytest.fail(f"{name} not found on PATH nor at {candidate}: run 'scripts/bootstrap promtool'")
 
 
 def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,13 +68,13 @@ def test_there_are_rules_and_tests() -> None:
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(path: Path) -> None:
-    result = _run(_tool("promtool"), "check", "rules", path)
+    result = _run(tool("promtool"), "check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
 def test_promtool_test_rules(path: Path) -> None:
-    result = _run(_tool("promtool"), "test", "rules", path.name, cwd=path.parent)
+    result = _run(tool("promtool"), "test", "rules", path.name, cwd=path.parent)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -183,7 +167,7 @@ def test_promtool_tests_catch_a_broken_rule(tmp_path: Path, mutation: str) -> No
     copy = tmp_path / "rules"
     shutil.copytree(RULES, copy)
     test_file = copy / "tests" / rule_file.replace(".yml", "_test.yml")
-    promtool = _tool("promtool")
+    promtool = tool("promtool")
     baseline = _run(promtool, "test", "rules", test_file.name, cwd=test_file.parent)
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
     doc = yaml.safe_load((copy / rule_file).read_text())
@@ -224,7 +208,7 @@ def _route_cases() -> list[str]:
 
 
 def test_amtool_check_config(alertmanager_yml: Path) -> None:
-    result = _run(_tool("amtool"), "check-config", alertmanager_yml)
+    result = _run(tool("amtool"), "check-config", alertmanager_yml)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -242,7 +226,7 @@ def test_every_receiver_is_routed_to(alertmanager_yml: Path) -> None:
 def test_amtool_routes(line: str, alertmanager_yml: Path) -> None:
     receiver, *labels = line.split()
     result = _run(
-        _tool("amtool"),
+        tool("amtool"),
         "config",
         "routes",
         "test",
@@ -259,7 +243,7 @@ def test_severities_of_the_rules_all_have_a_route(alertmanager_yml: Path) -> Non
     used = {rule["labels"]["severity"] for rule in _alerts().values()}
     assert used == {"critical", "warning", "info"}, used
     for severity in sorted(used):
-        result = _run(_tool("amtool"), "config", "routes", "test",
+        result = _run(tool("amtool"), "config", "routes", "test",
                       f"--config.file={alertmanager_yml}", f"--verify.receivers={severity}",
                       f"severity={severity}", "alertname=Any")  # fmt: skip
         assert result.returncode == 0, f"{severity}: {result.stdout}{result.stderr}"

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_tools import tool
 
 from gpufleet import dashboards
 from gpufleet.dashboards import PanelQuery
@@ -89,21 +88,6 @@ def _dcgm_metrics() -> set[str]:
     return set(re.findall(r"^(DCGM_FI_\w+)\s*,", DCGM_COUNTERS.read_text(), re.M))
 
 
-def _tool(name: str) -> str:
-    """promtool: on PATH, else where scripts/bootstrap unpacks it; fail otherwise."""
-    found = shutil.which(name)
-    if found:
-        return found
-    bootstrap = (REPO / "scripts" / "bootstrap").read_text()
-    version = re.search(r"^PROMETHEUS_DEB_VERSION=(\S+)$", bootstrap, re.M)
-    assert version, "scripts/bootstrap does not pin PROMETHEUS_DEB_VERSION"
-    cache = Path(os.environ.get("GPUFLEET_CACHE", Path.home() / ".cache" / "gpufleet"))
-    candidate = cache / "prometheus-tools" / version.group(1) / "bin" / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    pytest.fail(f"{name} not found on PATH nor at {candidate}: run 'scripts/bootstrap promtool'")
-
-
 RECORD = "gpufleet_dashboard_query"
 
 
@@ -120,7 +104,7 @@ def _check_rules(tmp_path: Path, queries: list[PanelQuery]) -> subprocess.Comple
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False, width=1000))
     return subprocess.run(
-        [_tool("promtool"), "check", "rules", str(path)],
+        [tool("promtool"), "check", "rules", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -290,7 +274,7 @@ def test_lab_queries_return_a_series_on_lab_like_data(tmp_path: Path) -> None:
     path = tmp_path / "lab_test.yml"
     path.write_text(yaml.safe_dump(test, sort_keys=False, width=1000))
     result = subprocess.run(
-        [_tool("promtool"), "test", "rules", path.name],
+        [tool("promtool"), "test", "rules", path.name],
         cwd=tmp_path,
         capture_output=True,
         text=True,
