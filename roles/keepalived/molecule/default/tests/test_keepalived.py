@@ -178,7 +178,10 @@ def test_dead_haproxy_moves_the_vip_which_stays_after_it_returns(
             f" lb2 MASTER +{(master or stopped) - stopped:.2f} s"
         )
     assert holds_vip(lb2), "the VIP did not reach lb2 within 10 s"
-    assert moved < 4, f"the VIP took {moved:.2f} s to move (4 s allowed)"
+    # The takeover as lb2's keepalived logged it (polling through podman exec adds its own
+    # latency on a loaded machine); the polled time when the log has no line.
+    takeover = master - stopped if master is not None else moved
+    assert takeover < 4, f"the VIP took {takeover:.2f} s to move (4 s allowed)"
     assert not holds_vip(host), "lb1 kept the VIP"
     assert states(host)[-1] == "FAULT" and states(lb2)[-1] == "MASTER"
     # lb1 now reaches the VIP at lb2 (whose gratuitous ARP replaced lb1's local address).
