@@ -1,8 +1,8 @@
 """A small lab end to end, checked from outside: SSH, Redfish power, inventory, Slurm,
 monitoring, teardown.
 
-Uses its own site (1 head, 1 monitoring, 3 gpu) in 198.19.0.0/16 and its own BMC port, so it
-never touches a running `make lab`.
+Uses its own site (the lab's 7 nodes: 1 head, 2 lb, 1 monitoring, 3 gpu) in 198.19.0.0/16 and
+its own BMC port, so it never touches a running `make lab`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,13 @@ def _small_site(tmp: Path, port: int) -> Path:
     data["site"]["domain"] = "labtest.gpufleet.test"
     data["site"]["ntp_servers"] = ["198.19.1.1"]
     data["networks"]["oob"] = {"cidr": "198.19.0.0/24", "gateway": "198.19.0.1"}
-    # No lb pair in the small lab, so no VIPs.
-    data["networks"]["frontend"] = {"cidr": "198.19.1.0/24", "gateway": "198.19.1.1"}
+    data["networks"]["frontend"] = {
+        "cidr": "198.19.1.0/24",
+        "gateway": "198.19.1.1",
+        "vips": [{"name": "inference", "address": "198.19.1.5"}],
+    }
     data["networks"]["fabric"]["rails"] = ["198.19.10.0/24", "198.19.11.0/24"]
-    keep = [n for n in data["nodes"] if n["name"] in ("head1", "mon1", "gpu1", "gpu2", "gpu3")]
+    keep = [n for n in data["nodes"] if n["name"] != "x"]  # the whole lab: 7 nodes
     for n in keep:
         n["bmc"]["url"] = f"http://127.0.0.1:{port}/redfish/v1/Systems/{n['name']}"
     data["nodes"] = keep
@@ -176,6 +180,8 @@ def test_status_reports_nodes_power_and_addresses(lab_site):
     assert info["bmc_emulator"] == "up"
     assert {r["node"]: r["power"] for r in info["nodes"]} == {
         "head1": "On",
+        "lb1": "On",
+        "lb2": "On",
         "mon1": "On",
         "gpu1": "On",
         "gpu2": "On",
@@ -191,6 +197,9 @@ def test_down_restores_podman_state(tmp_path, podman):
     data = yaml.safe_load((site / "cluster.yaml").read_text())
     data["site"]["name"] = "labdown"
     data["nodes"] = data["nodes"][:1]
+    # One head node: no VIP, nothing to serve.
+    data["networks"]["frontend"].pop("vips", None)
+    data.pop("serving", None)
     for key, cidr in (("oob", "198.19.20"), ("frontend", "198.19.21")):
         data["networks"][key]["cidr"] = f"{cidr}.0/24"
         data["networks"][key]["gateway"] = f"{cidr}.1"
@@ -473,22 +482,33 @@ def _notices(lab: core.Lab, alert: str, status: str, since: float) -> list[tuple
     ]
 
 
-def _fault_to_notice(
-    lab: core.Lab, site: Path, env: dict[str, str], node: str, fault: list[str], alert: str
-) -> tuple[dict, float, float]:
-    """Inject `fault` on `node`, wait for `alert` to reach the webhook receiver, clear the
-    fault, wait for it to resolve; (the firing alert, seconds to it, seconds to resolved)."""
-    start = time.time()
-    _fault(site, env, node, *fault)
-    fired = _until(f"{alert} at the webhook receiver",
-                   lambda: _notices(lab, alert, "firing", start), timeout=150)  # fmt: skip
-    assert {a["labels"]["instance"] for _, a in fired} == {node}, fired
-    cleared = time.time()
-    _fault(site, env, node, "--clear")
-    resolved = _until(f"{alert} resolved at the webhook receiver",
-                      lambda: _notices(lab, alert, "resolved", cleared), timeout=150)  # fmt: skip
-    assert {a["labels"]["instance"] for _, a in resolved} == {node}, resolved
-    return fired[0][1], fired[0][0] - start, resolved[0][0] - cleared
+def _faults_to_notices(
+    lab: core.Lab, site: Path, env: dict[str, str], faults: list[tuple[str, list[str], str]]
+) -> dict[str, tuple[dict, float, float]]:
+    """Inject each (node, fault, alert) at once, wait for every alert to reach the webhook
+    receiver naming its node alone, clear the faults, wait for each to resolve. Per alert: (the
+    firing alert, seconds from its fault to it, seconds from its --clear to resolved)."""
+    started = {}
+    for node, fault, alert in faults:
+        started[alert] = time.time()
+        _fault(site, env, node, *fault)
+    fired = {}
+    for node, _, alert in faults:
+        got = _until(f"{alert} at the webhook receiver",
+                     lambda a=alert: _notices(lab, a, "firing", started[a]), 150)  # fmt: skip
+        assert {a["labels"]["instance"] for _, a in got} == {node}, got
+        fired[alert] = got[0]
+    cleared = {}
+    for node, _, alert in faults:
+        cleared[alert] = time.time()
+        _fault(site, env, node, "--clear")
+    out = {}
+    for node, _, alert in faults:
+        got = _until(f"{alert} resolved at the webhook receiver",
+                     lambda a=alert: _notices(lab, a, "resolved", cleared[a]), 150)  # fmt: skip
+        assert {a["labels"]["instance"] for _, a in got} == {node}, got
+        out[alert] = (fired[alert][1], fired[alert][0] - started[alert], got[0][0] - cleared[alert])
+    return out
 
 
 def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
@@ -513,7 +533,7 @@ def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
         ),
         timeout=60,
     )
-    assert {x["metric"]["role"] for x in up} == {"head", "monitoring", "gpu"}
+    assert {x["metric"]["role"] for x in up} == {"head", "lb", "monitoring", "gpu"}
     gpus = ["gpu1", "gpu2", "gpu3"]
     health = _until(
         "the health metrics of every GPU node",
@@ -528,18 +548,19 @@ def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
 
     assert not _prometheus(lab, 'ALERTS{alertstate="firing",severity="critical"}')
 
-    # The fault, then the notification: the time between them is the lab's detection time.
-    # Xid 48: the lab replays only Xids recorded on real H100s (48, 63, 94, 119).
-    alert, fired, resolved = _fault_to_notice(lab, site, env, "gpu2", ["--xid", "48"],
-                                              "GpuXidDoubleBitEcc")  # fmt: skip
+    # The faults, then the notifications: the time between them is the lab's detection time.
+    # Xid 48 (the lab replays only Xids recorded on real H100s: 48, 63, 94, 119) on gpu2 and
+    # a rail's interface down on gpu3 (the health check's rails check; the alert waits 30 s).
+    seen = _faults_to_notices(lab, site, env, [
+        ("gpu2", ["--xid", "48"], "GpuXidDoubleBitEcc"),
+        ("gpu3", ["--rail-down", "1"], "FabricRailDown"),
+    ])  # fmt: skip
+    alert, fired, resolved = seen["GpuXidDoubleBitEcc"]
     assert (alert["labels"]["code"], alert["labels"]["severity"]) == ("48", "critical"), alert
     assert "nvidia-smi -r" in alert["annotations"]["action"]
     print(f"Xid 48 on gpu2 to the webhook receiver: {fired:.1f} s; --clear to resolved: "
           f"{resolved:.1f} s")  # fmt: skip
-
-    # A rail's interface down on gpu3 (the health check's rails check, alert after 30 s).
-    alert, fired, resolved = _fault_to_notice(lab, site, env, "gpu3", ["--rail-down", "1"],
-                                              "FabricRailDown")  # fmt: skip
+    alert, fired, resolved = seen["FabricRailDown"]
     assert (alert["labels"]["rail"], alert["labels"]["device"]) == ("1", "eth2"), alert
     print(f"rail 1 down on gpu3 to the webhook receiver: {fired:.1f} s; --clear to resolved: "
           f"{resolved:.1f} s")  # fmt: skip
@@ -559,6 +580,120 @@ def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
     except pytest.fail.Exception:
         pytest.fail("panels without a series in the lab:\n" + "\n".join(empty()))
     print(f"{len(queries)} dashboard queries, each with a series in the lab")
+
+
+# A client on another node (head1): requests over TLS to the VIP, checked against the lab CA and
+# the VIP's name; prints one JSON line per request (status, X-Served-By, body).
+CLIENT = r"""
+import http.client, json, ssl, sys
+host, name, ca, key, model, count = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+out = []
+for _ in range(int(count)):
+    try:
+        c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=15)
+        c.sock = ctx.wrap_socket(__import__("socket").create_connection((host, 443), 15),
+                                 server_hostname=name)
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Authorization"] = "Bearer " + key
+        body = json.dumps({"model": model, "prompt": "hello lab", "max_tokens": 4})
+        c.request("POST", "/v1/completions", body=body, headers=h)
+        r = c.getresponse()
+        by = r.getheader("X-Served-By")
+        out.append({"status": r.status, "by": by, "body": r.read().decode()})
+    except Exception as e:
+        out.append({"status": 0, "by": None, "body": repr(e)})
+print(json.dumps(out))
+"""
+
+
+def _vip_requests(lab, cluster, key: str, model: str, count: int = 1) -> list[dict]:
+    vip = next(v for v in cluster.vips if v.name == "inference")
+    head = lab.container("head1")
+    pm.podman("cp", str(lab.state_dir / "serving/ca.crt"), f"{head}:/tmp/lab-ca.pem")
+    run = pm.exec_in(head, "python3", "-c", CLIENT, str(vip.address), vip.hostname,
+                     "/tmp/lab-ca.pem", key, model, str(count))  # fmt: skip
+    return json.loads(run.stdout)
+
+
+def _holds(lab, node: str, address: str) -> bool:
+    run = pm.exec_in(lab.container(node), "ip", "-4", "-o", "addr", "show", check=False)
+    return f" {address}/" in run.stdout
+
+
+def _became_master(lab, node: str, after: float) -> float | None:
+    """When `node`'s keepalived logged MASTER after `after` (unix time), from its notify log."""
+    run = pm.exec_in(lab.container(node), "cat", "/var/log/gpufleet-keepalived.log", check=False)
+    for line in run.stdout.splitlines():
+        fields = line.split()  # 2026-12-03T05:20:01.123Z gpufleet_vip MASTER 150
+        if len(fields) > 2 and fields[2] == "MASTER":
+            when = datetime.fromisoformat(fields[0].replace("Z", "+00:00")).timestamp()
+            if when > after:
+                return when
+    return None
+
+
+def test_serving_through_the_vip_routes_by_model_and_fails_over(lab_site):
+    """playbooks/serving.yml on the lab (issue 19), from head1 through the VIP over TLS: a known
+    model with the key answered, no key 401, an unknown model 404 with a clear body, model-a
+    only ever on gpu1/gpu2 and model-b on gpu3; a backend failing its health endpoint out of
+    rotation within 3 s with no failed request after; the VIP on lb2 within 4 s of lb1's
+    HAProxy stopping, and back on lb1 within 4 s of lb2 being powered off through Redfish."""
+    site, env, _, _ = lab_site
+    lab, cluster = core.open_lab(site)
+    _converge(site, env, "playbooks/serving.yml")
+    key = core.serving_secrets(lab, cluster)["api_key"]
+    vip = str(next(v for v in cluster.vips if v.name == "inference").address)
+    assert _holds(lab, "lb1", vip) and not _holds(lab, "lb2", vip)
+
+    ok = _vip_requests(lab, cluster, key, "model-a", 20)
+    assert [r["status"] for r in ok] == [200] * 20, ok[:2]
+    assert {r["by"] for r in ok} == {"gpu1", "gpu2"}
+    b = _vip_requests(lab, cluster, key, "model-b", 6)
+    assert {(r["status"], r["by"]) for r in b} == {(200, "gpu3")}
+    no_key = _vip_requests(lab, cluster, "", "model-a")[0]
+    assert no_key["status"] == 401 and "API key" in no_key["body"], no_key
+    unknown = _vip_requests(lab, cluster, key, "model-z")[0]
+    assert unknown["status"] == 404 and "model-z is not served here" in unknown["body"], unknown
+
+    # gpu1's server fails its health endpoint: lb1's HAProxy takes it out (its own log line).
+    gpu1 = lab.container("gpu1")
+    fault = "mkdir -p /etc/gpufleet-lab && echo error > /etc/gpufleet-lab/model-server-fault"
+    failed = float(pm.exec_in(gpu1, "sh", "-c", f"{fault} && date +%s.%N").stdout)
+    try:
+
+        def down() -> float | None:
+            log = pm.exec_in(lab.container("lb1"), "journalctl", "--no-pager", "-o",
+                             "short-unix", "-t", "haproxy").stdout  # fmt: skip
+            times = [float(x.split()[0]) for x in log.splitlines() if "/gpu1 is DOWN" in x]
+            return next((t for t in times if t > failed), None)
+
+        logged = _until("gpu1 out of rotation at lb1", down, timeout=15)
+        print(f"gpu1 out of rotation {logged - failed:.2f} s after failing its health endpoint")
+        assert logged - failed <= 3.0
+        after = _vip_requests(lab, cluster, key, "model-a", 20)
+        assert {(r["status"], r["by"]) for r in after} == {(200, "gpu2")}
+    finally:
+        pm.exec_in(gpu1, "rm", "-f", "/etc/gpufleet-lab/model-server-fault")
+
+    # lb1's HAProxy stops: the VIP moves to lb2 (its keepalived's own log line).
+    stop = "date +%s.%N && systemctl stop haproxy"
+    stopped = float(pm.exec_in(lab.container("lb1"), "sh", "-c", stop).stdout.split()[0])
+    took = _until("the VIP on lb2", lambda: _became_master(lab, "lb2", stopped), timeout=15)
+    print(f"VIP on lb2 {took - stopped:.2f} s after lb1's HAProxy stopped")
+    assert took - stopped < 4 and _holds(lab, "lb2", vip)
+    assert {r["status"] for r in _vip_requests(lab, cluster, key, "model-b", 3)} == {200}
+    pm.exec_in(lab.container("lb1"), "systemctl", "start", "haproxy")
+
+    # lb2 powered off through its BMC: the VIP comes back to lb1.
+    off = time.time()
+    core.redfish_power(lab, cluster.node("lb2"), "ForceOff")
+    back = _until("the VIP on lb1", lambda: _became_master(lab, "lb1", off), timeout=15)
+    print(f"VIP on lb1 {back - off:.2f} s after lb2 was powered off through Redfish")
+    assert back - off < 4 and _holds(lab, "lb1", vip)
+    assert {r["status"] for r in _vip_requests(lab, cluster, key, "model-a", 3)} == {200}
+    core.redfish_power(lab, cluster.node("lb2"), "On")
 
 
 def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):

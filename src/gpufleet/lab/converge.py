@@ -36,7 +36,11 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
             project_dir=str(repo),
             playbook=str(repo / playbook),
             inventory=str(inventory),
-            envvars={"ANSIBLE_CONFIG": str(repo / "ansible.cfg"), "PATH": os.environ["PATH"]},
+            envvars={
+                "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+                "PATH": os.environ["PATH"],
+                **lab.ansible_env(),
+            },
             # ansible-runner points the fact cache into its (temporary) artifacts directory
             # unless told otherwise; an absolute path keeps the lab's cache between runs.
             fact_cache=str(lab.facts_dir.resolve()),

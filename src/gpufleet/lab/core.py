@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -82,9 +83,19 @@ class Lab:
         and a node whose container is created anew loses its cached facts."""
         return self.state_dir / "facts"
 
+    @property
+    def vault_password_file(self) -> Path:
+        """The lab's Ansible Vault password: the serving secrets in the lab's group_vars are
+        vault-encrypted with it, as a site keeps its own."""
+        return self.state_dir / "vault-password"
+
     def ansible_env(self) -> dict[str, str]:
-        """Environment for ansible-playbook against this lab (the lab's own fact cache)."""
-        return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.facts_dir.resolve())}
+        """Environment for ansible-playbook against this lab (the lab's own fact cache and its
+        vault password)."""
+        env = {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.facts_dir.resolve())}
+        if self.vault_password_file.exists():
+            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(self.vault_password_file.resolve())
+        return env
 
 
 def open_lab(site: str | Path) -> tuple[Lab, Cluster]:
@@ -450,7 +461,58 @@ systemctl enable --now gpufleet-lab-alert-receiver.service >/dev/null 2>&1""",
     )
 
 
-def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None) -> str:
+MODELSERVER = resources.files("gpufleet.lab") / "modelserver"
+
+
+def _install_model_server(lab: Lab, node_name: str, paths: list[str]) -> None:
+    """GPU nodes that serve a model: the lab's stand-in for vLLM as /usr/local/bin/vllm (the
+    model_server role runs it with vLLM's command line) and each model's directory, as a site
+    copies its models to local disk. The lab installs them; roles never do."""
+    name = lab.container(node_name)
+    with resources.as_file(MODELSERVER / "vllm") as path:
+        pm.podman("cp", str(path), f"{name}:/usr/local/bin/vllm")
+    dirs = " ".join(shlex.quote(p) for p in paths)
+    pm.exec_in(name, "sh", "-c", f"chmod 0755 /usr/local/bin/vllm && install -d -m 0755 {dirs}")
+
+
+def serving_secrets(lab: Lab, cluster: Cluster) -> dict[str, str]:
+    """The lab's serving secrets, made once and kept in the lab's state: a CA and a certificate
+    for the VIP's name and address (openssl), an API key and a VRRP password. Lab only: a site
+    keeps its own in Ansible Vault."""
+    tls = lab.state_dir / "serving"
+    tls.mkdir(mode=0o700, parents=True, exist_ok=True)
+    vip = next((v for v in cluster.vips if v.name == cluster.serving.vip), None)
+    if vip is not None and not (tls / "site.crt").exists():
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-days", "3650", "-subj", f"/CN={lab.name} lab CA", "-keyout", str(tls / "ca.key"),
+                "-out", str(tls / "ca.crt"))  # fmt: skip
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", f"/CN={vip.hostname}", "-keyout", str(tls / "site.key"),
+                "-out", str(tls / "site.csr"))  # fmt: skip
+        (tls / "san.ext").write_text(f"subjectAltName=DNS:{vip.hostname},IP:{vip.address}\n")
+        openssl("x509", "-req", "-in", str(tls / "site.csr"), "-CA", str(tls / "ca.crt"),
+                "-CAkey", str(tls / "ca.key"), "-CAcreateserial", "-days", "825",
+                "-extfile", str(tls / "san.ext"), "-out", str(tls / "site.crt"))  # fmt: skip
+    for secret, size in (("api-key", 24), ("vrrp-pass", 6)):
+        if not (tls / secret).exists():
+            (tls / secret).write_text(secrets.token_urlsafe(size)[: size + 8] + "\n")
+            (tls / secret).chmod(0o600)
+    out = {
+        "api_key": (tls / "api-key").read_text().strip(),
+        "vrrp_pass": (tls / "vrrp-pass").read_text().strip()[:8],
+        "ca": str(tls / "ca.crt"),
+    }
+    if (tls / "site.crt").exists():
+        out["pem"] = (tls / "site.crt").read_text() + (tls / "site.key").read_text()
+    return out
+
+
+def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None,
+                    serving: dict[str, str] | None = None) -> str:  # fmt: skip
     replayed = "".join(f"  {n}: {LAB_REPLAY_GPUS}\n" for n in gpu_nodes or [])
     return (
         "# Written by `gpufleet lab up`: how Ansible reaches the lab's container nodes.\n"
@@ -480,6 +542,37 @@ def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None) -
         + "gpufleet_alertmanager_group_wait: 5s\n"
         "gpufleet_alertmanager_group_interval: 10s\n"
         "gpufleet_node_health_metrics_interval: 10\n"
+        + (_serving_vars(lab, serving) if serving else "")
+    )
+
+
+def _vaulted(lab: Lab, value: str, indent: str) -> str:
+    """`value` as an inline Ansible Vault string (`!vault |`), encrypted with the lab's vault
+    password (made once, kept in the lab's state, mode 0600)."""
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    pw = lab.vault_password_file
+    if not pw.exists():
+        pw.write_text(secrets.token_urlsafe(32) + "\n")
+        pw.chmod(0o600)
+    secret = VaultSecret(pw.read_text().strip().encode())
+    blob = VaultLib([(DEFAULT_VAULT_ID_MATCH, secret)]).encrypt(value, secret).decode()
+    return "!vault |\n" + "".join(f"{indent}{line}\n" for line in blob.splitlines())
+
+
+def _serving_vars(lab: Lab, serving: dict[str, str]) -> str:
+    """The serving phase's lab settings: the stand-in as vLLM, and the lab's secrets encrypted
+    with the lab's vault password (`lab converge` passes it), as a site keeps its own."""
+    pem = serving.get("pem")
+    return (
+        "# Serving: the lab's stand-in for vLLM (installed by `lab up`), not pip's vLLM.\n"
+        "gpufleet_model_server_install: false\n"
+        "gpufleet_model_server_vllm_bin: /usr/local/bin/vllm\n"
+        "# The lab's serving secrets (lab CA, API key, VRRP password), Ansible Vault.\n"
+        f"gpufleet_serving_api_keys:\n  lab: {_vaulted(lab, serving['api_key'], '    ')}"
+        f"gpufleet_vrrp_auth_pass: {_vaulted(lab, serving['vrrp_pass'], '  ')}"
+        + (f"gpufleet_serving_tls_pem: {_vaulted(lab, pem, '  ')}" if pem else "")
     )
 
 
@@ -527,10 +620,16 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
             _install_replay(lab, node.name, digest)
         if node.role == "monitoring":
             _install_alert_receiver(lab, node.name)
+        served = [m.path for m in cluster.serving.models if node.name in m.nodes]
+        if served:
+            _install_model_server(lab, node.name, served)
     lab.known_hosts.write_text("\n".join(host_keys) + "\n")
     write_inventory(lab.site_dir, render_inventory(cluster))
     gpu_nodes = [n.name for n in cluster.nodes if n.role == "gpu"]
-    (lab.site_dir / CONNECTION_FILE).write_text(connection_vars(lab, pubkey, gpu_nodes))
+    serving = serving_secrets(lab, cluster) if cluster.serving.models else None
+    connection = lab.site_dir / CONNECTION_FILE
+    connection.write_text(connection_vars(lab, pubkey, gpu_nodes, serving))
+    connection.chmod(0o600)
 
     def check_ssh(node: Node) -> None:
         address = str(node.frontend.address)
