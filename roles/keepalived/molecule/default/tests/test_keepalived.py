@@ -118,16 +118,18 @@ def test_no_multicast_group_joined(nodes, name):
 
 
 def test_adverts_arrive_by_unicast_from_the_master(host, lb2):
-    """lb2 receives lb1's adverts addressed to lb2 itself: VRRP v2, router id 51, priority 150.
-    (`host`, lb1, orders the test before the failover, after which lb2 sends the adverts.)"""
+    """lb2 receives lb1's adverts addressed to lb2 itself: VRRP v3, router id 51, priority 150,
+    an advert every 50 centiseconds. (`host`, lb1, orders the test before the failover, after
+    which lb2 sends the adverts.)"""
     code = (
         "import socket\n"
         "s=socket.socket(socket.AF_INET, socket.SOCK_RAW, 112); s.settimeout(5)\n"
         "p=s.recv(256); h=(p[0]&15)*4\n"
-        "print(socket.inet_ntoa(p[12:16]), socket.inet_ntoa(p[16:20]), p[h]>>4, p[h+1], p[h+2])"
+        "print(socket.inet_ntoa(p[12:16]), socket.inet_ntoa(p[16:20]), p[h]>>4, p[h+1], p[h+2],"
+        " int.from_bytes(p[h+4:h+6], 'big') & 0xfff)"
     )
-    src, dst, version, vrid, priority = lb2.check_output(f'python3 -c "{code}"').split()
-    assert (src, dst, version, vrid, priority) == (ADDRESS["lb1"], ADDRESS["lb2"], "2", "51", "150")
+    got = tuple(lb2.check_output(f'python3 -c "{code}"').split())
+    assert got == (ADDRESS["lb1"], ADDRESS["lb2"], "3", "51", "150", "50")
 
 
 def test_vip_on_the_higher_priority_node_only(host, lb2):
