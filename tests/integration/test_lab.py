@@ -13,7 +13,6 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,9 @@ import sushy
 import yaml
 
 from gpufleet import dashboards
-from gpufleet.lab import core
+from gpufleet.lab import core, faults
 from gpufleet.lab import podman as pm
+from gpufleet.lab import serving as sv
 from gpufleet.model import load_cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -483,27 +483,27 @@ def _notices(lab: core.Lab, alert: str, status: str, since: float) -> list[tuple
 
 
 def _faults_to_notices(
-    lab: core.Lab, site: Path, env: dict[str, str], faults: list[tuple[str, list[str], str]]
+    lab: core.Lab, site: Path, env: dict[str, str], injected: list[tuple[str, list[str], str]]
 ) -> dict[str, tuple[dict, float, float]]:
     """Inject each (node, fault, alert) at once, wait for every alert to reach the webhook
     receiver naming its node alone, clear the faults, wait for each to resolve. Per alert: (the
     firing alert, seconds from its fault to it, seconds from its --clear to resolved)."""
     started = {}
-    for node, fault, alert in faults:
+    for node, fault, alert in injected:
         started[alert] = time.time()
         _fault(site, env, node, *fault)
     fired = {}
-    for node, _, alert in faults:
+    for node, _, alert in injected:
         got = _until(f"{alert} at the webhook receiver",
                      lambda a=alert: _notices(lab, a, "firing", started[a]), 150)  # fmt: skip
         assert {a["labels"]["instance"] for _, a in got} == {node}, got
         fired[alert] = got[0]
     cleared = {}
-    for node, _, alert in faults:
+    for node, _, alert in injected:
         cleared[alert] = time.time()
         _fault(site, env, node, "--clear")
     out = {}
-    for node, _, alert in faults:
+    for node, _, alert in injected:
         got = _until(f"{alert} resolved at the webhook receiver",
                      lambda a=alert: _notices(lab, a, "resolved", cleared[a]), 150)  # fmt: skip
         assert {a["labels"]["instance"] for _, a in got} == {node}, got
@@ -617,35 +617,18 @@ def _vip_requests(lab, cluster, key: str, model: str, count: int = 1) -> list[di
     return json.loads(run.stdout)
 
 
-def _holds(lab, node: str, address: str) -> bool:
-    run = pm.exec_in(lab.container(node), "ip", "-4", "-o", "addr", "show", check=False)
-    return f" {address}/" in run.stdout
-
-
-def _became_master(lab, node: str, after: float) -> float | None:
-    """When `node`'s keepalived logged MASTER after `after` (unix time), from its notify log."""
-    run = pm.exec_in(lab.container(node), "cat", "/var/log/gpufleet-keepalived.log", check=False)
-    for line in run.stdout.splitlines():
-        fields = line.split()  # 2026-12-03T05:20:01.123Z gpufleet_vip MASTER 150
-        if len(fields) > 2 and fields[2] == "MASTER":
-            when = datetime.fromisoformat(fields[0].replace("Z", "+00:00")).timestamp()
-            if when > after:
-                return when
-    return None
-
-
 def test_serving_through_the_vip_routes_by_model_and_fails_over(lab_site):
     """playbooks/serving.yml on the lab (issue 19), from head1 through the VIP over TLS: a known
     model with the key answered, no key 401, an unknown model 404 with a clear body, model-a
     only ever on gpu1/gpu2 and model-b on gpu3; a backend failing its health endpoint out of
     rotation within 3 s with no failed request after; the VIP on lb2 within 4 s of lb1's
     HAProxy stopping, and back on lb1 within 4 s of lb2 being powered off through Redfish."""
-    site, env, _, _ = lab_site
+    site, env, port, _ = lab_site
     lab, cluster = core.open_lab(site)
     _converge(site, env, "playbooks/serving.yml")
     key = core.serving_secrets(lab, cluster)["api_key"]
     vip = str(next(v for v in cluster.vips if v.name == "inference").address)
-    assert _holds(lab, "lb1", vip) and not _holds(lab, "lb2", vip)
+    assert sv.holds(lab, "lb1", vip) and not sv.holds(lab, "lb2", vip)
 
     ok = _vip_requests(lab, cluster, key, "model-a", 20)
     assert [r["status"] for r in ok] == [200] * 20, ok[:2]
@@ -658,42 +641,39 @@ def test_serving_through_the_vip_routes_by_model_and_fails_over(lab_site):
     assert unknown["status"] == 404 and "model-z is not served here" in unknown["body"], unknown
 
     # gpu1's server fails its health endpoint: lb1's HAProxy takes it out (its own log line).
-    gpu1 = lab.container("gpu1")
-    fault = "mkdir -p /etc/gpufleet-lab && echo error > /etc/gpufleet-lab/model-server-fault"
-    failed = float(pm.exec_in(gpu1, "sh", "-c", f"{fault} && date +%s.%N").stdout)
+    # Timed from the fault file's modification time (the containers share the host's clock).
+    _fault(site, env, "gpu1", "--model-server", "error")
+    stat = ("stat", "-c", "%.9Y", faults.MODEL_SERVER_FAULT_FILE)
+    failed = float(pm.exec_in(lab.container("gpu1"), *stat).stdout)
     try:
-
-        def down() -> float | None:
-            log = pm.exec_in(lab.container("lb1"), "journalctl", "--no-pager", "-o",
-                             "short-unix", "-t", "haproxy").stdout  # fmt: skip
-            times = [float(x.split()[0]) for x in log.splitlines() if "/gpu1 is DOWN" in x]
-            return next((t for t in times if t > failed), None)
-
-        logged = _until("gpu1 out of rotation at lb1", down, timeout=15)
+        logged = _until("gpu1 out of rotation at lb1",
+                        lambda: sv.backend_down_at(lab, "lb1", "gpu1", failed), 15)  # fmt: skip
         print(f"gpu1 out of rotation {logged - failed:.2f} s after failing its health endpoint")
         assert logged - failed <= 3.0
         after = _vip_requests(lab, cluster, key, "model-a", 20)
         assert {(r["status"], r["by"]) for r in after} == {(200, "gpu2")}
     finally:
-        pm.exec_in(gpu1, "rm", "-f", "/etc/gpufleet-lab/model-server-fault")
+        _fault(site, env, "gpu1", "--clear")
 
     # lb1's HAProxy stops: the VIP moves to lb2 (its keepalived's own log line).
     stop = "date +%s.%N && systemctl stop haproxy"
     stopped = float(pm.exec_in(lab.container("lb1"), "sh", "-c", stop).stdout.split()[0])
-    took = _until("the VIP on lb2", lambda: _became_master(lab, "lb2", stopped), timeout=15)
+    took = _until("the VIP on lb2", lambda: sv.became_master(lab, "lb2", stopped), timeout=15)
     print(f"VIP on lb2 {took - stopped:.2f} s after lb1's HAProxy stopped")
-    assert took - stopped < 4 and _holds(lab, "lb2", vip)
+    assert took - stopped < 4 and sv.holds(lab, "lb2", vip)
     assert {r["status"] for r in _vip_requests(lab, cluster, key, "model-b", 3)} == {200}
     pm.exec_in(lab.container("lb1"), "systemctl", "start", "haproxy")
 
     # lb2 powered off through its BMC: the VIP comes back to lb1.
+    bmc = sushy.Sushy(f"http://127.0.0.1:{port}/redfish/v1", username="admin", password=PASSWORD)
+    lb2 = bmc.get_system("/redfish/v1/Systems/lb2")
     off = time.time()
-    core.redfish_power(lab, cluster.node("lb2"), "ForceOff")
-    back = _until("the VIP on lb1", lambda: _became_master(lab, "lb1", off), timeout=15)
+    lb2.reset_system(sushy.ResetType.FORCE_OFF)
+    back = _until("the VIP on lb1", lambda: sv.became_master(lab, "lb1", off), timeout=15)
     print(f"VIP on lb1 {back - off:.2f} s after lb2 was powered off through Redfish")
-    assert back - off < 4 and _holds(lab, "lb1", vip)
+    assert back - off < 4 and sv.holds(lab, "lb1", vip)
     assert {r["status"] for r in _vip_requests(lab, cluster, key, "model-a", 3)} == {200}
-    core.redfish_power(lab, cluster.node("lb2"), "On")
+    lb2.reset_system(sushy.ResetType.ON)
 
 
 def test_down_after_the_make_lab_sequence_leaves_nothing(lab_site):

@@ -15,6 +15,9 @@ from gpufleet.lab.converge import converge
 
 lab_app = typer.Typer(help="The lab: container nodes with emulated BMCs on this machine.")
 SITE = typer.Option(Path("inventories/lab"), "--site", help="lab site directory or cluster.yaml")
+EXTRA_VAR = typer.Option(
+    None, "--extra-var", "-e", help="NAME=VALUE for ansible-playbook -e (repeatable)"
+)
 
 
 @lab_app.command("up")
@@ -69,9 +72,16 @@ def converge_cmd(
     playbook: str = typer.Option(
         "site.yml", "--playbook", help="a playbook of this repository, e.g. playbooks/fabric.yml"
     ),
+    extra_var: list[str] | None = EXTRA_VAR,
 ) -> None:
     """Run site.yml (or one phase's playbook) against the lab and print the summary table."""
-    if not converge(site, playbook):
+    extravars = {}
+    for item in extra_var or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UserError(f"--extra-var {item!r}: give NAME=VALUE, e.g. haproxy_balance=session")
+        extravars[name] = value
+    if not converge(site, playbook, extravars=extravars):
         raise typer.Exit(1)
 
 
@@ -84,12 +94,18 @@ def fault_cmd(
     xid: int | None = typer.Option(
         None, "--xid", help="log NVIDIA Xid CODE in the node's kernel log (48, 63, 94, 119)"
     ),
+    model_server: str | None = typer.Option(
+        None, "--model-server", help="make the node's model servers error, hang, slow or crash"
+    ),
     clear: bool = typer.Option(False, "--clear", help="undo every fault set on the node"),
 ) -> None:
     """Inject a fault into a lab node (the layer's checks must find it), or clear them."""
-    chosen = [x for x in (rail_down is not None, swap_rails, xid is not None, clear) if x]
-    if len(chosen) != 1:
-        raise UserError("give exactly one of --rail-down N, --swap-rails, --xid CODE, --clear")
+    given = (rail_down is not None, swap_rails, xid is not None, model_server is not None, clear)
+    if sum(given) != 1:
+        raise UserError(
+            "give exactly one of --rail-down N, --swap-rails, --xid CODE, --model-server MODE, "
+            "--clear"
+        )
     console = Console()
     say = lambda m: console.print(f"[bold]lab fault:[/] {m}")  # noqa: E731
     if clear:
@@ -98,6 +114,8 @@ def fault_cmd(
         faults.swap_rails(str(site), node, say)
     elif xid is not None:
         faults.xid(str(site), node, xid, say)
+    elif model_server is not None:
+        faults.model_server(str(site), node, model_server, say)
     else:
         faults.rail_down(str(site), node, int(rail_down or 0), say)
 

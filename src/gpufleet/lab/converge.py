@@ -14,7 +14,12 @@ from rich.table import Table
 from gpufleet.lab import core
 
 
-def converge(site: str | Path, playbook: str = "site.yml", console: Console | None = None) -> bool:
+def converge(
+    site: str | Path,
+    playbook: str = "site.yml",
+    console: Console | None = None,
+    extravars: dict[str, str] | None = None,
+) -> bool:
     # ansible-runner takes a third of a second to import; only `lab converge` needs it.
     import ansible_runner
 
@@ -44,6 +49,7 @@ def converge(site: str | Path, playbook: str = "site.yml", console: Console | No
             # ansible-runner points the fact cache into its (temporary) artifacts directory
             # unless told otherwise; an absolute path keeps the lab's cache between runs.
             fact_cache=str(lab.facts_dir.resolve()),
+            extravars=extravars or {},
             event_handler=on_event,
             quiet=False,
         )

@@ -477,7 +477,7 @@ def _install_model_server(lab: Lab, node_name: str, paths: list[str]) -> None:
 
 def serving_secrets(lab: Lab, cluster: Cluster) -> dict[str, str]:
     """The lab's serving secrets, made once and kept in the lab's state: a CA and a certificate
-    for the VIP's name and address (openssl), an API key and a VRRP password. Lab only: a site
+    for the VIP's name and address (openssl) and an API key. Lab only: a site
     keeps its own in Ansible Vault."""
     tls = lab.state_dir / "serving"
     tls.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -497,15 +497,10 @@ def serving_secrets(lab: Lab, cluster: Cluster) -> dict[str, str]:
         openssl("x509", "-req", "-in", str(tls / "site.csr"), "-CA", str(tls / "ca.crt"),
                 "-CAkey", str(tls / "ca.key"), "-CAcreateserial", "-days", "825",
                 "-extfile", str(tls / "san.ext"), "-out", str(tls / "site.crt"))  # fmt: skip
-    for secret, size in (("api-key", 24), ("vrrp-pass", 6)):
-        if not (tls / secret).exists():
-            (tls / secret).write_text(secrets.token_urlsafe(size)[: size + 8] + "\n")
-            (tls / secret).chmod(0o600)
-    out = {
-        "api_key": (tls / "api-key").read_text().strip(),
-        "vrrp_pass": (tls / "vrrp-pass").read_text().strip()[:8],
-        "ca": str(tls / "ca.crt"),
-    }
+    if not (tls / "api-key").exists():
+        (tls / "api-key").write_text(secrets.token_urlsafe(24) + "\n")
+        (tls / "api-key").chmod(0o600)
+    out = {"api_key": (tls / "api-key").read_text().strip(), "ca": str(tls / "ca.crt")}
     if (tls / "site.crt").exists():
         out["pem"] = (tls / "site.crt").read_text() + (tls / "site.key").read_text()
     return out
@@ -569,9 +564,8 @@ def _serving_vars(lab: Lab, serving: dict[str, str]) -> str:
         "# Serving: the lab's stand-in for vLLM (installed by `lab up`), not pip's vLLM.\n"
         "gpufleet_model_server_install: false\n"
         "gpufleet_model_server_vllm_bin: /usr/local/bin/vllm\n"
-        "# The lab's serving secrets (lab CA, API key, VRRP password), Ansible Vault.\n"
+        "# The lab's serving secrets (certificate and key from the lab CA, API key), vaulted.\n"
         f"gpufleet_serving_api_keys:\n  lab: {_vaulted(lab, serving['api_key'], '    ')}"
-        f"gpufleet_vrrp_auth_pass: {_vaulted(lab, serving['vrrp_pass'], '  ')}"
         + (f"gpufleet_serving_tls_pem: {_vaulted(lab, pem, '  ')}" if pem else "")
     )
 

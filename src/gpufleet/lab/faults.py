@@ -14,6 +14,13 @@ Slurm's (and later monitoring's) GPU fault:
                   119: GSP timeout); the replayed `dmesg` of lab GPU nodes prints them until
                   --clear. The node health check must drain the node at the next job.
 
+Serving's, for the load balancers' health checks and the serving bench:
+
+  --model-server MODE  the node's model servers (the lab's stand-in for vLLM) turn faulty:
+                  error (/health 503, requests 500), hang (accepts, never answers), slow
+                  (tokens 50 times slower) or crash (exits at the next request; systemd
+                  restarts it), until --clear.
+
 A swap is emulated by renaming the two interfaces (the container's NIC that is on rail 1's
 podman network takes rail 0's name, so the rail config for rail 0 lands on it) and letting
 systemd-networkd configure them again by name, as a re-cabled server would be. Faults are
@@ -138,6 +145,31 @@ def xid(site: str, node_name: str, code: int, say: Say = print) -> None:
     say(f"{node.name}: the kernel log now carries Xid {code} (recorded on an H100 node)")
 
 
+# The stand-in's fault switch (src/gpufleet/lab/modelserver/vllm, --stand-in-fault-file).
+MODEL_SERVER_FAULTS = ("error", "hang", "slow", "crash")
+MODEL_SERVER_FAULT_FILE = "/etc/gpufleet-lab/model-server-fault"
+
+
+def model_server(site: str, node_name: str, mode: str, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
+    if mode not in MODEL_SERVER_FAULTS:
+        raise UserError(
+            f"--model-server {mode!r}: the lab's model server knows "
+            + ", ".join(MODEL_SERVER_FAULTS)
+        )
+    if not any(node.name in m.nodes for m in cluster.serving.models):
+        raise UserError(f"{node.name} serves no model (serving.models in the spec)")
+    container = _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == "model-server" for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name}'s model server is already faulty (--clear first)")
+    _sh(container, f"mkdir -p /etc/gpufleet-lab && echo {mode} > {MODEL_SERVER_FAULT_FILE}")
+    faults.setdefault(node.name, []).append({"fault": "model-server", "mode": mode})
+    _save(lab, faults)
+    say(f"{node.name}: its model servers now {mode} on every request")
+
+
 def clear(site: str, node_name: str, say: Say = print) -> None:
     lab, cluster = core.open_lab(site)
     node = _node(cluster, node_name)
@@ -154,5 +186,7 @@ def clear(site: str, node_name: str, say: Say = print) -> None:
             _rename_swap(container, *fault["netdevs"])
         elif fault["fault"] == "xid":
             _sh(container, "rm -f /etc/gpufleet-replay/xid")
+        elif fault["fault"] == "model-server":
+            _sh(container, f"rm -f {MODEL_SERVER_FAULT_FILE}")
         say(f"{node.name}: cleared {fault['fault']}")
     _save(lab, faults)
