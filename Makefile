@@ -51,7 +51,7 @@ unit:
 	pytest tests/unit
 
 integration:
-	pytest tests/integration
+	pytest --durations=15 tests/integration
 
 molecule:
 	scripts/molecule-all $(ROLE)

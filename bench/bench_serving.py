@@ -6,7 +6,9 @@ Run: .venv/bin/python bench/bench_serving.py [--site inventories/lab] [--workers
 Needs a running lab with its serving phase converged (`make lab`). Lab addresses only: the
 load comes from this host to the VIP over TLS (the lab CA, the lab's API key), a new
 connection per request, each a non-streaming completion of 8 tokens (the lab's stand-in for
-vLLM spends 10 ms a token). Every phase is bounded by --seconds of load; the whole run takes
+vLLM spends 10 ms a token); a worker whose request failed waits 0.1 s before the next.
+Each phase prints its requests, failed ones and the outage (first failed request's start to
+the last one's end). Every phase is bounded by --seconds of load; the whole run takes
 about five minutes.
 
 1. steady: requests/s and latency percentiles (p50, p99) for model-a (two backends).
@@ -50,6 +52,10 @@ from gpufleet.lab import serving as sv
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "model-a"
+# After a failed request a worker waits this long before the next, as a client would; the
+# failed count therefore scales with the outage (workers x outage / delay), not with how fast
+# a refused connection comes back.
+RETRY_DELAY = 0.1
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Phase:
     event_s: float | None = None  # detection or takeover time
     failed_before_event: int = 0
     failed_after_event: int = 0
+    outage_s: float = 0.0  # first failed request's start to the last one's end
     errors: list[str] = field(default_factory=list)
 
 
@@ -82,6 +89,8 @@ class Load:
             a = sv.complete(self.ep, MODEL, max_tokens=8, timeout=10)
             with self._lock:
                 self.answers.append(a)
+            if a.status != 200:
+                time.sleep(RETRY_DELAY)  # a client's pause before it tries again
 
     def __enter__(self) -> Load:
         self._threads = [
@@ -106,6 +115,9 @@ def summarise(name: str, answers: list[sv.Answer], seconds: float) -> Phase:
         cuts = statistics.quantiles(ok, n=100, method="inclusive")
         p.p50_ms, p.p99_ms = round(cuts[49] * 1000, 1), round(cuts[98] * 1000, 1)
     p.errors = sorted({f"{a.status} {a.error[:80]}" for a in failed})[:5]
+    if failed:
+        end = max(a.started + a.seconds for a in failed)
+        p.outage_s = round(end - min(a.started for a in failed), 2)
     return p
 
 
@@ -261,14 +273,15 @@ def main() -> int:
         if spec_choice != "session":
             gpufleet("lab", "converge", "--site", args.site, "--playbook", "playbooks/serving.yml")
 
-    print(f"{'phase':38} {'req':>5} {'fail':>4} {'req/s':>6} {'p50 ms':>7} {'p99 ms':>7}  event")
+    print(f"{'phase':34} {'req':>5} {'fail':>4} {'outage s':>8} {'req/s':>6} {'p50 ms':>7} "
+          f"{'p99 ms':>7}  event")  # fmt: skip
     for p in phases:
         ev = f"{p.event}: {p.event_s} s (failed before/after: {p.failed_before_event}/" \
              f"{p.failed_after_event})" if p.event else ""  # fmt: skip
-        print(f"{p.name:38} {p.requests:5d} {p.failed:4d} {p.requests_per_s:6.1f} "
-              f"{p.p50_ms:7.1f} {p.p99_ms:7.1f}  {ev}")  # fmt: skip
+        print(f"{p.name:34} {p.requests:5d} {p.failed:4d} {p.outage_s:8.2f} "
+              f"{p.requests_per_s:6.1f} {p.p50_ms:7.1f} {p.p99_ms:7.1f}  {ev}")  # fmt: skip
         for e in p.errors:
-            print(f"{'':38} error: {e}")
+            print(f"{'':34} error: {e}")
     for balance, a in result.get("affinity", {}).items():
         print(
             f"affinity {balance:10} {a['turns']} turns, hit rate {a['hit_rate']:.0%}, "

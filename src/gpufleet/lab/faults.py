@@ -151,13 +151,13 @@ MODEL_SERVER_FAULT_FILE = "/etc/gpufleet-lab/model-server-fault"
 
 
 def model_server(site: str, node_name: str, mode: str, say: Say = print) -> None:
-    lab, cluster = core.open_lab(site)
-    node = _node(cluster, node_name)
     if mode not in MODEL_SERVER_FAULTS:
         raise UserError(
             f"--model-server {mode!r}: the lab's model server knows "
             + ", ".join(MODEL_SERVER_FAULTS)
         )
+    lab, cluster = core.open_lab(site)
+    node = _node(cluster, node_name)
     if not any(node.name in m.nodes for m in cluster.serving.models):
         raise UserError(f"{node.name} serves no model (serving.models in the spec)")
     container = _running(lab, node)

@@ -14,6 +14,13 @@ def _ip(host, *args):
     return json.loads(host.check_output("ip -j " + " ".join(args)))
 
 
+def test_wait_online_masked_while_networkd_manages_only_the_rails(host):
+    """The container's front end is podman's, not networkd's: with the rails alone (each
+    RequiredForOnline=no) systemd-networkd-wait-online would hold every boot for 2 minutes."""
+    state = host.run("systemctl is-enabled systemd-networkd-wait-online.service").stdout
+    assert state.strip() == "masked"
+
+
 def test_networkd_running_and_enabled(host):
     svc = host.service("systemd-networkd")
     assert svc.is_running and svc.is_enabled

@@ -216,6 +216,14 @@ def test_seeded_unwanted_package_purged(host):
     assert not host.file("/usr/sbin/telnetd").exists
 
 
+ALLOWED_ORIGINS = (
+    "import apt_pkg, importlib.machinery as m, importlib.util as u; "
+    'loader = m.SourceFileLoader("uu", "/usr/bin/unattended-upgrade"); '
+    'uu = u.module_from_spec(u.spec_from_loader("uu", loader)); loader.exec_module(uu); '
+    "apt_pkg.init_config(); print(uu.get_allowed_origins())"
+)
+
+
 def test_unattended_upgrades_security_only_and_gpu_stack_blacklisted(host):
     dump = host.check_output("apt-config dump Unattended-Upgrade")
     for pattern in (
@@ -227,10 +235,9 @@ def test_unattended_upgrades_security_only_and_gpu_stack_blacklisted(host):
         "mlnx-.*",
     ):
         assert f'Unattended-Upgrade::Package-Blacklist:: "{pattern}";' in dump
-    # unattended-upgrade itself resolves the patterns: only the security archive is allowed.
-    origins = host.check_output(
-        "unattended-upgrade --dry-run --debug 2>&1 | grep -m1 'Allowed origins are'"
-    )
+    # unattended-upgrade's own get_allowed_origins() resolves the patterns (as its --dry-run
+    # prints them, in 0.1 s instead of a dry run's 26-55 s): only the security archive.
+    origins = host.check_output(f"python3 -c '{ALLOWED_ORIGINS}'")
     assert "bookworm-security" in origins
     assert "codename=bookworm," not in origins
     assert 'APT::Periodic::Unattended-Upgrade "1";' in host.check_output(
