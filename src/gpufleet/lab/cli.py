@@ -15,6 +15,9 @@ from gpufleet.lab.converge import converge
 
 lab_app = typer.Typer(help="The lab: container nodes with emulated BMCs on this machine.")
 SITE = typer.Option(Path("inventories/lab"), "--site", help="lab site directory or cluster.yaml")
+LIMIT = typer.Option(
+    None, "--limit", help="only these lab nodes, e.g. gpu1,gpu2 (ansible-playbook --limit)"
+)
 EXTRA_VAR = typer.Option(
     None, "--extra-var", "-e", help="NAME=VALUE for ansible-playbook -e (repeatable)"
 )
@@ -73,6 +76,7 @@ def converge_cmd(
         "site.yml", "--playbook", help="a playbook of this repository, e.g. playbooks/fabric.yml"
     ),
     extra_var: list[str] | None = EXTRA_VAR,
+    limit: str | None = LIMIT,
 ) -> None:
     """Run site.yml (or one phase's playbook) against the lab and print the summary table."""
     extravars = {}
@@ -81,7 +85,12 @@ def converge_cmd(
         if not sep or not name.isidentifier():
             raise UserError(f"--extra-var {item!r}: give NAME=VALUE, e.g. haproxy_balance=session")
         extravars[name] = value
-    if not converge(site, playbook, extravars=extravars):
+    if limit is not None:
+        lab, cluster = core.open_lab(site)
+        unknown = sorted(set(limit.split(",")) - {n.name for n in cluster.nodes})
+        if unknown:
+            raise UserError(f"--limit {limit}: {', '.join(unknown)} not in {lab.name}")
+    if not converge(site, playbook, extravars=extravars, limit=limit):
         raise typer.Exit(1)
 
 

@@ -19,6 +19,7 @@ def converge(
     playbook: str = "site.yml",
     console: Console | None = None,
     extravars: dict[str, str] | None = None,
+    limit: str | None = None,
 ) -> bool:
     # ansible-runner takes a third of a second to import; only `lab converge` needs it.
     import ansible_runner
@@ -50,6 +51,7 @@ def converge(
             # unless told otherwise; an absolute path keeps the lab's cache between runs.
             fact_cache=str(lab.facts_dir.resolve()),
             extravars=extravars or {},
+            limit=limit,
             event_handler=on_event,
             quiet=False,
         )

@@ -94,6 +94,17 @@ def _rename_swap(container: str, a: str, b: str) -> None:
     )
 
 
+def _set_once(lab: core.Lab, node: Node, record: dict[str, Any], script: str, already: str) -> None:
+    """Run `script` on the node and record the fault, unless one of its kind is set already."""
+    container = _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == record["fault"] for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name} {already} (--clear first)")
+    _sh(container, script)
+    faults.setdefault(node.name, []).append(record)
+    _save(lab, faults)
+
+
 def rail_down(site: str, node_name: str, rail: int, say: Say = print) -> None:
     lab, cluster = core.open_lab(site)
     node = _node(cluster, node_name)
@@ -135,13 +146,8 @@ def xid(site: str, node_name: str, code: int, say: Say = print) -> None:
         raise UserError(
             f"no recording of Xid {code}: the lab replays Xid {', '.join(map(str, XID_CODES))}"
         )
-    container = _running(lab, node)
-    faults = load(lab)
-    if any(f["fault"] == "xid" for f in faults.get(node.name, [])):
-        raise UserError(f"{node.name} already logs an Xid (--clear first)")
-    _sh(container, f"echo {code} > /etc/gpufleet-replay/xid")
-    faults.setdefault(node.name, []).append({"fault": "xid", "code": code})
-    _save(lab, faults)
+    _set_once(lab, node, {"fault": "xid", "code": code},
+              f"echo {code} > /etc/gpufleet-replay/xid", "already logs an Xid")  # fmt: skip
     say(f"{node.name}: the kernel log now carries Xid {code} (recorded on an H100 node)")
 
 
@@ -160,13 +166,9 @@ def model_server(site: str, node_name: str, mode: str, say: Say = print) -> None
     node = _node(cluster, node_name)
     if not any(node.name in m.nodes for m in cluster.serving.models):
         raise UserError(f"{node.name} serves no model (serving.models in the spec)")
-    container = _running(lab, node)
-    faults = load(lab)
-    if any(f["fault"] == "model-server" for f in faults.get(node.name, [])):
-        raise UserError(f"{node.name}'s model server is already faulty (--clear first)")
-    _sh(container, f"mkdir -p /etc/gpufleet-lab && echo {mode} > {MODEL_SERVER_FAULT_FILE}")
-    faults.setdefault(node.name, []).append({"fault": "model-server", "mode": mode})
-    _save(lab, faults)
+    script = f"mkdir -p /etc/gpufleet-lab && echo {mode} > {MODEL_SERVER_FAULT_FILE}"
+    _set_once(lab, node, {"fault": "model-server", "mode": mode}, script,
+              "has a faulty model server already")  # fmt: skip
     say(f"{node.name}: its model servers now {mode} on every request")
 
 
