@@ -66,6 +66,12 @@ def test_bad_lab_arguments_are_refused_by_name(
     assert message in capsys.readouterr().err
 
 
+def test_converge_limit_names_nodes_of_the_lab(capsys: pytest.CaptureFixture[str]) -> None:
+    site = str(ROOT / "inventories/lab")
+    assert cli.main(["lab", "converge", "--site", site, "--limit", "gpu1,gpu9,lb7"]) != 0
+    assert "--limit gpu1,gpu9,lb7: gpu9, lb7 not in gpufleet-lab" in capsys.readouterr().err
+
+
 def _filter():
     path = ROOT / "roles/haproxy/filter_plugins/haproxy_backends.py"
     spec = importlib.util.spec_from_file_location("haproxy_backends", path)
