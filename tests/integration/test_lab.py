@@ -356,9 +356,13 @@ def _until(what: str, probe, timeout: float = 90):
 
 
 def _nodes(lab, cluster) -> dict[str, tuple[str, str, str]]:
-    """sinfo, node by node: state, GRES, reason."""
+    """sinfo, node by node: state, GRES, reason. Slurm shows an idle node that its backfill
+    scheduler holds for a pending multi-node job as `plnd` (PLANNED, 21.08 on), and can still
+    show it just after such jobs ran (CI saw all three GPU nodes `plnd` right after the
+    verification phase's all-node jobs); it is idle here."""
     out = _slurm_on_head(lab, cluster, "sinfo", "-N", "-h", "-o", "'%N|%t|%G|%E'")
-    return {n: (t, g, e) for n, t, g, e in (line.split("|", 3) for line in out.splitlines())}
+    rows = (line.split("|", 3) for line in out.splitlines())
+    return {n: ("idle" if t == "plnd" else t, g, e) for n, t, g, e in rows}
 
 
 # An MPI program built against Debian's OpenMPI (mpi4py): rank 0 sends a list around the ring,
@@ -523,7 +527,16 @@ def _faults_to_notices(
     return out
 
 
-def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
+@pytest.fixture(scope="module")
+def monitoring_lab(slurm_lab):
+    """The lab with playbooks/monitoring.yml converged too (node_exporter on every node,
+    Prometheus and Alertmanager on mon1)."""
+    site, env, _, _ = slurm_lab
+    _converge(site, env, "playbooks/monitoring.yml")
+    return slurm_lab
+
+
+def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(monitoring_lab):
     """playbooks/monitoring.yml on the lab (issue 18): node_exporter up on every node in
     Prometheus on mon1, the GPU nodes' health metrics in it, every dashboard panel not marked
     hardware-only with a series; an Xid 48 on gpu2 reaches the lab's webhook receiver naming
@@ -531,9 +544,8 @@ def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
     --clear. The lab
     scrapes and evaluates every 10 s, the health metrics refresh every 10 s and Alertmanager
     waits 5 s before a group's first notification, 10 s before the next (resolved) one."""
-    site, env, _, _ = slurm_lab
+    site, env, _, _ = monitoring_lab
     lab, cluster = core.open_lab(site)
-    _converge(site, env, "playbooks/monitoring.yml")
 
     names = sorted(n.name for n in cluster.nodes)
     up = _until(
@@ -596,6 +608,79 @@ def test_monitoring_scrapes_every_node_and_faults_reach_the_webhook(slurm_lab):
 
 # A client on another node (head1): requests over TLS to the VIP, checked against the lab CA and
 # the VIP's name; prints one JSON line per request (status, X-Served-By, body).
+def _verify(site: Path, env: dict[str, str]) -> tuple[int, dict, dict, str]:
+    """`gpufleet verify run` on the lab: exit code, summary.json, report.json, output."""
+    start = time.monotonic()
+    run = _gpufleet("verify", "run", "--site", str(site), env=env)
+    latest = site / "reports" / "verify" / "latest"
+    assert (latest / "summary.json").is_file(), run.stdout[-6000:] + run.stderr
+    summary = json.loads((latest / "summary.json").read_text())
+    report = json.loads((latest / "report.json").read_text())
+    took = time.monotonic() - start
+    print(f"verify run: {summary['line']} ({took:.1f} s in all, {summary['seconds']} s on the "
+          f"controller, {len(summary['rounds'])} rounds)")  # fmt: skip
+    return run.returncode, summary, report, run.stdout + run.stderr
+
+
+# Each fault, the node it is set on, and words the drain reason must carry.
+VERIFY_FAULTS = [
+    ("gpu2", ("--nccl-degraded",), "node-wide"),
+    ("gpu3", ("--rail-down", "1"), "rail"),
+    ("gpu1", ("--slow-gpu",), "compute straggler"),
+]
+
+
+def _verify_failed_checks(lab: core.Lab) -> float | None:
+    """What Prometheus scraped last from head1's node_exporter: the report's failed checks."""
+    found = _prometheus(lab, 'gpufleet_verify_failed_checks{instance="head1"}')
+    return float(found[0]["value"][1]) if found else None
+
+
+def test_verify_finds_drains_and_returns_exactly_the_faulty_node(monitoring_lab):
+    """playbooks/verify.yml on the lab through `gpufleet verify run` (issue 20): one fault at a
+    time (degraded NCCL on gpu2, rail 1 down on gpu3, a slow GPU on gpu1) makes the phase fail,
+    name that node, and drain it alone with the reason, the failed checks reaching Prometheus;
+    the next run, after --clear, returns it to service; the last run, on the healthy lab,
+    passes with nothing drained (and every GPU node's burn-in in sacct)."""
+    site, env, _, _ = monitoring_lab
+    lab, cluster = core.open_lab(site)
+    gpus = ["gpu1", "gpu2", "gpu3"]
+    previous = None
+    for node, fault, words in VERIFY_FAULTS:
+        _fault(site, env, node, *fault)
+        rc, summary, report, out = _verify(site, env)
+        assert rc == 1 and summary["verdict"] == "fail", out[-6000:]
+        assert list(summary["drained"]) == [node], summary
+        reason = summary["drained"][node]
+        assert reason.startswith(f"gpufleet-verify: {node}") and words in reason, reason
+        if fault[0] == "--rail-down":
+            assert "rail 1" in reason, reason
+        failed = {v["subject"] for v in report["verdicts"] if v["status"] == "fail"}
+        assert node in failed and not failed & (set(gpus) - {node}), failed
+        states = _nodes(lab, cluster)
+        assert states[node][0] == "drain" and states[node][2] == reason, states
+        assert all(states[g][0] == "idle" for g in gpus if g != node), states
+        if previous:
+            assert previous in summary["resumed"], summary
+        else:
+            failing = report["counts"]["fail"]
+            assert _until("the failed checks in Prometheus",
+                          lambda f=failing: _verify_failed_checks(lab) == f)  # fmt: skip
+        print(f"{' '.join(fault)} on {node}: {reason}")
+        _fault(site, env, node, "--clear")
+        previous = node
+    rc, summary, report, out = _verify(site, env)
+    assert rc == 0 and summary["verdict"] == "pass" and summary["resumed"] == [previous], out
+    assert summary["drained"] == {} and summary["line"].startswith("PASS: 3 of 3 GPU nodes"), out
+    assert report["counts"]["fail"] == 0, report["counts"]
+    states = _nodes(lab, cluster)
+    assert all(states[g][0] == "idle" for g in gpus), states
+    burnins = _slurm_on_head(lab, cluster, "sacct", "-a", "-X", "-n", "-P", "--name",
+                             "gpufleet-verify-burnin", "-o", "NodeList,State")  # fmt: skip
+    assert {line for line in burnins.splitlines()} >= {f"{g}|COMPLETED" for g in gpus}, burnins
+    assert _until("the healthy report in Prometheus", lambda: _verify_failed_checks(lab) == 0)
+
+
 CLIENT = r"""
 import http.client, json, ssl, sys
 host, name, ca, key, model, count = sys.argv[1:7]

@@ -596,3 +596,24 @@ def test_rails_check_names_the_rail_that_is_down_and_writes_one_series_per_rail(
     _run(_config(tmp_path), "--textfile", str(out))
     assert "gpufleet_fabric_rail_up" not in out.read_text()
     assert "rails" not in json.loads((tmp_path / "state/last.json").read_text())["checks"]
+
+
+def test_a_run_beside_another_keeps_its_report_and_its_verdict(tmp_path: Path) -> None:
+    """A job's epilog, the next job's prolog and the metrics timer run at once on a busy node
+    (the verification phase's short jobs): each writes its report through a temporary file of
+    its own. Another run's temporary file in the way (here a directory under the name a shared
+    temporary file would have) must not make this run fail, which would drain the node with
+    "Epilog error"; a report that cannot be kept at all is logged and changes nothing else."""
+    state = tmp_path / "state"
+    (state / "last.json.tmp").mkdir(parents=True)
+    (state / "last.json.tmp/keep").write_text("")
+    run = _run(_config(tmp_path), "--epilog")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert json.loads((state / "last.json").read_text())["mode"] == "epilog"
+    (state / "last-epilog.json").unlink()
+    (state / "last-epilog.json").mkdir()  # cannot be replaced by a file
+    (state / "last-epilog.json/keep").write_text("")
+    run = _run(_config(tmp_path), "--epilog")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert f"cannot keep the report in {state / 'last-epilog.json'}" in run.stderr
+    assert not list(state.glob("*.json.*.tmp"))

@@ -131,6 +131,49 @@ def test_fleet_warn_and_fail_by_deviation_from_median() -> None:
     assert all(x.status is Status.PASS for x in others)
 
 
+# A node measured again (the verification phase retests a node whose GEMM was low) gives a
+# second document of the same host: one verdict per GPU, throughput on the mean of the runs.
+def test_a_gpu_measured_again_is_judged_on_the_mean_of_its_runs() -> None:
+    docs = healthy_fleet()
+    docs[0]["gpus"][3] = gpu(3, tflops=780 * 0.95)  # 5% below alone: a warn
+    again = doc("node-00", [gpu(i, 780 + (i - 4) * 0.5, 2950 + (i - 4) * 2) for i in range(8)])
+    judgement = judge_burnin([*docs, again])
+    v = {x.subject: x for x in judgement.verdicts}
+    assert len(v) == len(judgement.rows) == 16  # one verdict and one row per GPU
+    assert judgement.fleet[f"{H100} tflops"]["n"] == 16  # each GPU counted once, not per run
+    cleared = v["node-00 GPU 3"]
+    assert cleared.status is Status.PASS, cleared.reasons
+    assert cleared.metrics["runs"] == 2
+    assert cleared.metrics["tflops"] == pytest.approx((780 * 0.95 + 779.5) / 2)
+    assert "runs" not in v["node-01 GPU 3"].metrics
+
+
+def test_a_gpu_still_slow_when_measured_again_says_the_mean() -> None:
+    docs = healthy_fleet()
+    docs[0]["gpus"][3] = gpu(3, tflops=780 * 0.90)
+    again = doc("node-00", [gpu(i, 780 * (0.92 if i == 3 else 1.0)) for i in range(8)])
+    slow = by_subject([*docs, again])["node-00 GPU 3"]
+    assert slow.status is Status.FAIL
+    # (702 + 717.6) / 2 against the median 779.8 of the 16 GPUs' means
+    assert slow.reasons[0].startswith("BF16 GEMM (mean of 2 runs) 709.8 TFLOPS is 9.0% below")
+
+
+def test_every_run_of_a_gpu_measured_again_counts_for_its_other_checks() -> None:
+    docs = healthy_fleet()
+    again = doc("node-00", [gpu(i, checks_failed=2 if i == 6 else 0) for i in range(8)])
+    again["gpus"][1] = gpu(1, seen={"hw_thermal_slowdown": 9})
+    v = by_subject([*docs, again])
+    assert v["node-00 GPU 6"].status is Status.FAIL
+    assert v["node-00 GPU 6"].reasons[0].startswith("2 of 120 correctness checks failed")
+    assert v["node-00 GPU 6"].metrics["checks_failed"] == 0  # the metrics are the first run's
+    assert v["node-00 GPU 1"].status is Status.FAIL
+    thermal = [r for r in v["node-00 GPU 1"].reasons if r.startswith("HW thermal slowdown")]
+    assert len(thermal) == 1 and thermal[0].endswith("in 9 of 600 samples")
+    assert v["node-00 GPU 0"].status is Status.PASS
+    # The same finding in both runs is said once.
+    assert len([r for r in v["node-00 GPU 0"].reasons if "SW power cap" in r]) <= 1
+
+
 def test_robust_z_and_deviation_figures() -> None:
     # constructed: median 100, MAD 1 -> z of 90 is 0.6745 * -10 / 1
     values = [100, 101, 99, 100, 102, 98, 90]
@@ -458,3 +501,15 @@ def test_recorded_h100_burnin_with_injected_fault_fails() -> None:
     (v,) = judge_burnin([d]).verdicts
     assert v.status is Status.FAIL
     assert v.reasons[0].startswith("1 of 6 correctness checks failed (GEMM: max relative error")
+
+
+def test_missing_nvml_warns_unless_the_site_says_none_is_expected():
+    """A GPU run without NVML samples warns (nothing checked its clocks); a CPU run (the lab's,
+    `require_nvml: 0`) keeps the sentence as a plain finding, not a warning."""
+    from gpufleet.verify.burnin_judge import judge_samples
+
+    samples = {"nvml": "unavailable", "reason": "nvml unavailable: device is cpu"}
+    statuses, reasons, _ = judge_samples(samples, None)
+    assert statuses == [Status.WARN] and "were not checked" in reasons[0]
+    statuses, reasons, _ = judge_samples(samples, None, {**DEFAULT_RULES, "require_nvml": 0})
+    assert statuses == [Status.PASS] and "device is cpu" in reasons[0]

@@ -97,6 +97,16 @@ def test_pair_heatmap_marks_failed_and_untested_pairs() -> None:
     assert svg_pair_heatmap({}, {}) == ""
 
 
+def test_pair_heatmap_renders_when_no_pair_measured_above_zero() -> None:
+    # Constructed: every pair's jobs failed or measured 0 GB/s (the scale's top falls back to
+    # 1); CI saw the phase end without a report on a division by the best pair's 0.
+    for pairs in ({("a", "b"): 0.0, ("a", "c"): 0.0}, {("a", "b"): 0.0, ("b", "c"): None}):
+        statuses = dict.fromkeys(pairs, Status.FAIL)
+        svg = svg_pair_heatmap(pairs, statuses)
+        zero = sum(v == 0.0 for v in pairs.values())
+        assert svg.startswith("<svg") and svg.count(">0.0<") == 2 * zero, svg  # both halves
+
+
 def test_burnin_bars_group_by_node_and_zoom_the_axis() -> None:
     svg = svg_burnin_bars(CONSTRUCTED_BURNIN, "tflops", "TFLOPS", {"fail": 710.0})
     assert svg.count("<rect") == 9

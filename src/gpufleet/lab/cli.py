@@ -60,6 +60,10 @@ def status_cmd(site: Path = SITE, as_json: bool = typer.Option(False, "--json"))
     for what, run in sorted(info["last_runs"].items()):
         details = ", ".join(f"{k}={v}" for k, v in sorted(run.items()) if k != "at")
         console.print(f"last {what}: {run['at']} ({details})")
+    verified = info.get("last_verify")
+    if verified:
+        console.print(f"last verify: {verified['finished_at']}: {verified['line']}")
+        console.print(f"verification report: {verified['local_report']}")
 
 
 @lab_app.command("down")
@@ -106,14 +110,21 @@ def fault_cmd(
     model_server: str | None = typer.Option(
         None, "--model-server", help="make the node's model servers error, hang, slow or crash"
     ),
+    nccl_degraded: bool = typer.Option(
+        False, "--nccl-degraded", help="nccl-tests jobs with the node run degraded (all rails)"
+    ),
+    slow_gpu: bool = typer.Option(
+        False, "--slow-gpu", help="cap the node's CPU, so its (CPU) burn-in measures slow"
+    ),
     clear: bool = typer.Option(False, "--clear", help="undo every fault set on the node"),
 ) -> None:
     """Inject a fault into a lab node (the layer's checks must find it), or clear them."""
-    given = (rail_down is not None, swap_rails, xid is not None, model_server is not None, clear)
+    given = (rail_down is not None, swap_rails, xid is not None, model_server is not None,
+             nccl_degraded, slow_gpu, clear)  # fmt: skip
     if sum(given) != 1:
         raise UserError(
             "give exactly one of --rail-down N, --swap-rails, --xid CODE, --model-server MODE, "
-            "--clear"
+            "--nccl-degraded, --slow-gpu, --clear"
         )
     console = Console()
     say = lambda m: console.print(f"[bold]lab fault:[/] {m}")  # noqa: E731
@@ -125,6 +136,10 @@ def fault_cmd(
         faults.xid(str(site), node, xid, say)
     elif model_server is not None:
         faults.model_server(str(site), node, model_server, say)
+    elif nccl_degraded:
+        faults.nccl_degraded(str(site), node, say)
+    elif slow_gpu:
+        faults.slow_gpu(str(site), node, say)
     else:
         faults.rail_down(str(site), node, int(rail_down or 0), say)
 

@@ -76,7 +76,7 @@ def converge(
     ok = rc == 0 and failed_total == 0
     verdict = "PASSED" if ok else "FAILED"
     note = "no changes (idempotent)" if changed_total == 0 else f"{changed_total} changes"
-    console.print(f"site.yml {verdict}: {len(cluster.nodes)} nodes, {note}")
+    console.print(f"{Path(playbook).name} {verdict}: {len(cluster.nodes)} nodes, {note}")
     core.record_run(site, "converge", {"result": verdict.lower(), "changed": changed_total,
                                        "failed": failed_total})  # fmt: skip
     return ok

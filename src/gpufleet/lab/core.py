@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import secrets
@@ -276,14 +277,24 @@ def container_interfaces(node: Node) -> list[tuple[str, Interface]]:
     return names
 
 
+# The CPU weight of a lab node against other containers on the host (podman's default is
+# 1024): the lab measures failover and detection times and compares burn-in rates between
+# nodes, and other container work on the same cores (make test runs molecule scenarios
+# beside the lab's system test) must not skew them.
+LAB_CPU_SHARES = 4096
+
+
 def _create_node(lab: Lab, node: Node, say: Say) -> None:
     name = lab.container(node.name)
     if pm.container_exists(name):
         return
     args = ["create", "--name", name, "--hostname", node.name, "--privileged",
             "--systemd=always", "--no-hosts", "--label", f"{pm.LABEL}={lab.name}",
-            "--label", f"io.gpufleet.node={node.name}"]  # fmt: skip
+            "--label", f"io.gpufleet.node={node.name}",
+            f"--cpu-shares={LAB_CPU_SHARES}"]  # fmt: skip
     args += _apt_cache_mounts()
+    if node.role == "gpu":
+        args += _torch_mount()
     for netdev, iface in container_interfaces(node):
         opts = f"ip={iface.address},interface_name={netdev}"
         if iface.network == "frontend":
@@ -307,6 +318,21 @@ def _apt_cache_mounts() -> list[str]:
     path = Path(str(resources.files("gpufleet.lab") / "aptcache"))
     conf = f"{path / APT_CACHE_CONF}:/etc/apt/apt.conf.d/{APT_CACHE_CONF}:ro"
     return ["--volume", f"{path}:/usr/local/lib/gpufleet-lab:ro", "--volume", conf]
+
+
+# Where lab GPU nodes find torch for the burn-in (`gpufleet_verify.burnin_pythonpath` in the
+# lab's group_vars): the host's own, mounted read-only. Lab only: on hardware the cluster_verify
+# role installs torch into a virtual environment on each GPU node.
+LAB_TORCH_PATH = "/opt/gpufleet-lab/python"
+
+
+def _torch_mount() -> list[str]:
+    """The site-packages folder that holds the host's torch (a CPU run needs no CUDA)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return []
+    site_packages = Path(spec.origin).parent.parent  # .../site-packages/torch/__init__.py
+    return ["--volume", f"{site_packages}:{LAB_TORCH_PATH}:ro"]
 
 
 def apt_cache_answers() -> bool:
@@ -390,6 +416,10 @@ def _install(lab: Lab, node: Node, user: str, pubkey: str) -> tuple[str, str]:
 
 
 REPLAY_TOOLS = ("nvidia-smi", "nv-fabricmanager", "ibstat", "ibdev2netdev", "dmesg")
+# The replayed nccl-tests (replay/bin/nccl-tests), one name per collective, where the lab's
+# group_vars tell the verification phase to find its binaries (`gpufleet_verify.nccl_tests_bin`).
+NCCL_TESTS_REPLAY = "/usr/local/lib/gpufleet-replay/nccl-tests"
+NCCL_TESTS_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
 # GPUs of a lab GPU node: the replayed nvidia-smi's recordings are 8 x H100 nodes, and `up`
 # makes as many device files (/dev/nvidia0-7, NVIDIA's major number 195) for Slurm's GRES.
 LAB_REPLAY_GPUS = 8
@@ -419,6 +449,7 @@ def _install_replay(lab: Lab, node_name: str, digest: str) -> None:
     with resources.as_file(REPLAY) as path:
         pm.podman("cp", str(path), f"{name}:{stage}")
     tools = " ".join(REPLAY_TOOLS)
+    collectives = " ".join(NCCL_TESTS_COLLECTIVES)
     pm.exec_in(
         name,
         "sh",
@@ -427,6 +458,9 @@ def _install_replay(lab: Lab, node_name: str, digest: str) -> None:
 install -d -m 0755 /usr/share/gpufleet-replay /etc/gpufleet-replay
 install -m 0644 -o root -g root {stage}/recordings/* /usr/share/gpufleet-replay/
 for tool in {tools}; do install -m 0755 -o root -g root {stage}/bin/$tool /usr/local/bin/$tool; done
+install -d -m 0755 {NCCL_TESTS_REPLAY}
+install -m 0755 -o root -g root {stage}/bin/nccl-tests {NCCL_TESTS_REPLAY}/nccl-tests
+for c in {collectives}; do ln -sfn nccl-tests {NCCL_TESTS_REPLAY}/${{c}}_perf; done
 rm -rf {stage}
 [ -s /etc/gpufleet-replay/set ] || echo healthy > /etc/gpufleet-replay/set
 echo {digest} > /etc/gpufleet-replay/digest""",
@@ -537,8 +571,42 @@ def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None,
         + "gpufleet_alertmanager_group_wait: 5s\n"
         "gpufleet_alertmanager_group_interval: 10s\n"
         "gpufleet_node_health_metrics_interval: 10\n"
+        + LAB_VERIFY_VARS
         + (_serving_vars(lab, serving) if serving else "")
     )
+
+
+# The verification phase in the lab (playbooks/verify.yml, docs/verify.md): the same playbook
+# and jobs as on hardware, with the replayed nccl-tests and a burn-in on CPU (torch from the
+# host), and limits for CPU containers that share two cores instead of H100s.
+LAB_VERIFY_VARS = f"""\
+# The verification phase (docs/verify.md, "The lab"): nccl-tests are the lab's replay (runs
+# recorded on H100 systems); the burn-in runs for real on CPU with the host's torch, for a few
+# seconds; the expected busbw per rail is the healthy replayed pair's (23.6 GB/s); CPU
+# containers sharing two cores measure GEMM rates within about 25% of each other under load,
+# so a node is slow below 60% of the fleet's rate (--slow-gpu caps one at 15% of a core,
+# about a fifth of the others' rate, and gives it a 64th of their CPU weight).
+gpufleet_verify:
+  nccl_tests_bin: {NCCL_TESTS_REPLAY}
+  build_nccl_tests: false
+  burnin_python: /usr/bin/python3
+  burnin_pythonpath: {LAB_TORCH_PATH}
+  install_burnin_venv: false
+  burnin_seconds: 4
+  burnin_args: [--device, cpu, --size, "256", --check-interval, "1"]
+  # Lab nodes have 2 CPUs, too few for one rank per GPU; the replay's rank 0 prints the run.
+  ranks_per_node: 1
+  # A job waits this long for its nodes (srun --immediate): on two shared cores a node can
+  # stay COMPLETING in its epilog for a while when other containers keep the cores busy.
+  wait_s: 300
+  profile: hgx-h100-8gpu-ib
+  expected_rail_gbps: 23.6
+  noise: 0.15
+  compute_warn_fraction: 0.75
+  compute_fail_fraction: 0.6
+  burnin_rules: {{fleet_warn_pct: -35, fleet_fail_pct: -45, min_load_efficiency: 0.3,
+                 require_nvml: 0}}
+"""
 
 
 def _vaulted(lab: Lab, value: str, indent: str) -> str:
@@ -671,12 +739,19 @@ def status(site: str | Path) -> dict[str, Any]:
             "bmc": node.bmc.url,
         })  # fmt: skip
     runs_file = lab.state_dir / "runs.json"
+    verified = lab.site_dir / "reports" / "verify" / "latest"
+    summary = verified / "summary.json"
     return {
         "lab": lab.name,
         "bmc_emulator": "up" if _bmc_alive(port) else "down",
         "nodes": rows,
         "networks": pm.labelled("network", lab.name),
         "last_runs": json.loads(runs_file.read_text()) if runs_file.exists() else {},
+        "last_verify": (
+            {**json.loads(summary.read_text()), "local_report": str(verified / "report.html")}
+            if summary.exists()
+            else None
+        ),
     }
 
 

@@ -14,6 +14,18 @@ Slurm's (and later monitoring's) GPU fault:
                   119: GSP timeout); the replayed `dmesg` of lab GPU nodes prints them until
                   --clear. The node health check must drain the node at the next job.
 
+Verification's (playbooks/verify.yml), for the phase that runs nccl-tests and the burn-in
+through Slurm and must find and drain exactly the faulty node:
+
+  --nccl-degraded  every nccl-tests job that includes the node prints the degraded pair run
+                  recorded on an H100 cluster (alltoall at a fifth of the healthy pair's
+                  busbw), on every rail: a node-wide bandwidth fault
+  --slow-gpu      the node's container is capped at 15% of one CPU core (its cgroup's CPU
+                  quota) and its CPU weight drops to a 64th of the other nodes', so the
+                  burn-in, which runs for real on CPU in the lab, measures a slow "GPU", also
+                  when other work on the host slows every node (the weight keeps it the slowest)
+  (--rail-down N also makes the replayed nccl-tests fail on that rail: see below)
+
 Serving's, for the load balancers' health checks and the serving bench:
 
   --model-server MODE  the node's model servers (the lab's stand-in for vLLM) turn faulty:
@@ -30,6 +42,8 @@ recorded in the lab state, so `--clear` knows what to undo and `status` can show
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 from typing import Any
 
 from gpufleet.errors import UserError
@@ -105,6 +119,30 @@ def _set_once(lab: core.Lab, node: Node, record: dict[str, Any], script: str, al
     _save(lab, faults)
 
 
+# What the replayed nccl-tests read on every lab GPU node (src/gpufleet/lab/replay/bin/nccl-tests):
+# the lab fabric's faults, one file for all, as a real fabric is shared by the nodes it joins.
+FABRIC_FAULTS = "/etc/gpufleet-replay/fabric-faults.json"
+
+
+def _sync_fabric(lab: core.Lab, cluster: Cluster, faults: dict[str, list[dict[str, Any]]]) -> None:
+    """Write the lab fabric's faults (degraded nodes, rails down) on every running GPU node."""
+    state: dict[str, Any] = {"degraded": [], "down": {}}
+    for name, mine in sorted(faults.items()):
+        for fault in mine:
+            if fault["fault"] == "nccl-degraded":
+                state["degraded"].append(name)
+            elif fault["fault"] == "rail-down":
+                state["down"].setdefault(name, []).append(fault["netdev"])
+    text = json.dumps(state, sort_keys=True)
+    for node in cluster.nodes:
+        container = lab.container(node.name)
+        if node.role == "gpu" and pm.is_running(container):
+            _sh(
+                container,
+                f"mkdir -p /etc/gpufleet-replay && echo {shlex.quote(text)} > {FABRIC_FAULTS}",
+            )
+
+
 def rail_down(site: str, node_name: str, rail: int, say: Say = print) -> None:
     lab, cluster = core.open_lab(site)
     node = _node(cluster, node_name)
@@ -114,7 +152,73 @@ def rail_down(site: str, node_name: str, rail: int, say: Say = print) -> None:
     faults = load(lab)
     faults.setdefault(node.name, []).append({"fault": "rail-down", "rail": rail, "netdev": dev})
     _save(lab, faults)
+    _sync_fabric(lab, cluster, faults)
     say(f"{node.name}: rail {rail} ({dev}) is down")
+
+
+def nccl_degraded(site: str, node_name: str, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _gpu_node(cluster, node_name)
+    _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == "nccl-degraded" for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name}'s NCCL is degraded already (--clear first)")
+    faults.setdefault(node.name, []).append({"fault": "nccl-degraded"})
+    _save(lab, faults)
+    _sync_fabric(lab, cluster, faults)
+    say(f"{node.name}: nccl-tests jobs that include it now run at a fifth of the healthy busbw")
+
+
+# The --slow-gpu cap: 15% of one core (CFS quota 15 ms per 100 ms period).
+SLOW_QUOTA_US = 15000
+CFS_PERIOD_US = 100000
+
+
+# The --slow-gpu weight: cgroup v1 cpu.shares (lab nodes have core.LAB_CPU_SHARES, 4096) or
+# v2 cpu.weight (podman maps 4096 shares to about 157).
+SLOW_SHARES = "64"
+SLOW_WEIGHT = "2"
+
+
+def _cpu_files(container: str) -> tuple[Path, str, str, Path, str]:
+    """The container's CPU quota file with its capped and uncapped values, and its CPU weight
+    file with the weight --slow-gpu gives it (cgroup v2, or v1 with the cpu controller)."""
+    path = pm.podman("inspect", "--format", "{{.State.CgroupPath}}", container).stdout.strip()
+    if not path:
+        raise UserError(f"podman reports no cgroup for {container}: cannot cap its CPU")
+    v2 = Path("/sys/fs/cgroup") / path.lstrip("/")
+    if (v2 / "cpu.max").exists():
+        return (v2 / "cpu.max", f"{SLOW_QUOTA_US} {CFS_PERIOD_US}", f"max {CFS_PERIOD_US}",
+                v2 / "cpu.weight", SLOW_WEIGHT)  # fmt: skip
+    for controller in ("cpu,cpuacct", "cpu"):
+        v1 = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+        if (v1 / "cpu.cfs_quota_us").exists():
+            return v1 / "cpu.cfs_quota_us", str(SLOW_QUOTA_US), "-1", v1 / "cpu.shares", SLOW_SHARES
+    raise UserError(f"no CPU quota file for {container}'s cgroup {path}")
+
+
+def slow_gpu(site: str, node_name: str, say: Say = print) -> None:
+    lab, cluster = core.open_lab(site)
+    node = _gpu_node(cluster, node_name)
+    container = _running(lab, node)
+    faults = load(lab)
+    if any(f["fault"] == "slow-gpu" for f in faults.get(node.name, [])):
+        raise UserError(f"{node.name} is slow already (--clear first)")
+    quota, capped, _, weight, low = _cpu_files(container)
+    before = weight.read_text().strip()
+    quota.write_text(capped)
+    weight.write_text(low)
+    faults.setdefault(node.name, []).append({"fault": "slow-gpu", "weight": before})
+    _save(lab, faults)
+    say(f"{node.name}: capped at {SLOW_QUOTA_US / CFS_PERIOD_US:.0%} of a CPU core, CPU weight "
+        f"{before} -> {low}: the burn-in will measure a slow GPU")  # fmt: skip
+
+
+def _gpu_node(cluster: Cluster, name: str) -> Node:
+    node = _node(cluster, name)
+    if node.role != "gpu":
+        raise UserError(f"{node.name} is a {node.role} node: this fault needs a GPU node")
+    return node
 
 
 def swap_rails(site: str, node_name: str, say: Say = print) -> None:
@@ -190,5 +294,12 @@ def clear(site: str, node_name: str, say: Say = print) -> None:
             _sh(container, "rm -f /etc/gpufleet-replay/xid")
         elif fault["fault"] == "model-server":
             _sh(container, f"rm -f {MODEL_SERVER_FAULT_FILE}")
+        elif fault["fault"] == "slow-gpu":
+            quota, _, uncapped, weight, _ = _cpu_files(container)
+            quota.write_text(uncapped)
+            if fault.get("weight"):
+                weight.write_text(str(fault["weight"]))
         say(f"{node.name}: cleared {fault['fault']}")
     _save(lab, faults)
+    if any(f["fault"] in ("rail-down", "nccl-degraded") for f in mine):
+        _sync_fabric(lab, cluster, faults)

@@ -935,8 +935,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         import torch  # noqa: F401  (a clear message when torch is missing)
-    except ImportError:
-        print("error: torch is not installed (pip install torch)", file=sys.stderr)
+    except ImportError as err:
+        print(f"error: torch cannot be imported ({err}): pip install torch", file=sys.stderr)
         return 2
     try:
         kind, _ = resolve_devices(args.device)

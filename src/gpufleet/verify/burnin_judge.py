@@ -2,7 +2,10 @@
 correctness and throttling. Also reads gpu_burn output, which exits 0 even when it
 reports a GPU FAULTY.
 
-Input: the JSON documents written by `python -m gpufleet.verify.burnin` (one per node).
+Input: the JSON documents written by `python -m gpufleet.verify.burnin` (one per node and
+run). A node measured again (the verification phase retests a node whose GEMM result was
+low) gives another document of the same host: each of its GPUs is judged on the mean
+throughput of its runs, as the phase judges the node, and on every run's other checks.
 Output: one `Verdict` per GPU, and rows {node, gpu, tflops, hbm_gbps, status} for the
 report. Everything here is pure: no torch, no files.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpufleet.errors import Problem, UserError
@@ -49,6 +52,9 @@ DEFAULT_RULES: dict[str, float] = {
     "fleet_fail_pct": -7.0,  # ... replace 7% below
     "min_fleet_size": 3,  # fewer GPUs of one model: no fleet comparison
     "min_load_efficiency": 0.90,  # burn-in load vs plain torch.matmul / copy_ (acceptance)
+    # 1: a GPU without NVML samples warns (its temperatures and clocks were not checked);
+    # 0: a note only (a CPU run, e.g. the lab's, has no NVML to read)
+    "require_nvml": 1.0,
 }
 FLOOR_KEYS = frozenset(
     {
@@ -158,26 +164,52 @@ def check_floors(floors: Mapping[str, Any], where: str = "floors") -> dict[str, 
 # --------------------------------------------------------------------------- input
 
 
+def _run_metric(data: Mapping[str, Any], section: str, key: str) -> float | None:
+    """One run's figure; none for a run that ended in an error."""
+    if data.get("error"):
+        return None
+    value = (data.get(section) or {}).get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class GpuRecord:
+    """One GPU; `more` holds the data of its later runs when its node was measured again
+    (the verification phase measures a node again when its GEMM result was low)."""
+
     node: str
     gpu: int
     model: str
     data: Mapping[str, Any]
+    more: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def runs(self) -> tuple[Mapping[str, Any], ...]:
+        return (self.data, *self.more)
 
     def metric(self, section: str, key: str) -> float | None:
-        value = (self.data.get(section) or {}).get(key)
-        return (
-            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        )
+        """The mean of the runs' figures (a single run's figure when measured once)."""
+        values = [v for d in self.runs if (v := _run_metric(d, section, key)) is not None]
+        return statistics.mean(values) if values else None
 
     @property
     def tflops(self) -> float | None:
-        return None if self.data.get("error") else self.metric("gemm", "tflops")
+        return self.metric("gemm", "tflops")
 
     @property
     def hbm_gbps(self) -> float | None:
-        return None if self.data.get("error") else self.metric("hbm", "gbps")
+        return self.metric("hbm", "gbps")
+
+
+def merge_runs(records: Sequence[GpuRecord]) -> list[GpuRecord]:
+    """One record per GPU: a GPU that appears again (another document of the same host) gets
+    the later data as further runs, in the order of the documents."""
+    merged: dict[tuple[str, int], GpuRecord] = {}
+    for rec in records:
+        key = (rec.node, rec.gpu)
+        first = merged.get(key)
+        merged[key] = rec if first is None else replace(first, more=(*first.more, rec.data))
+    return list(merged.values())
 
 
 def gpu_records(
@@ -248,6 +280,11 @@ class BurninJudgement:
         }
 
 
+def _num(value: float) -> str:
+    """One decimal for GPU-sized figures; three significant digits below 1 (a CPU run's)."""
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
 def _fleet_reason(
     label: str, unit: str, x: float, stats: FleetStats, model: str, rules: Mapping[str, float]
 ) -> tuple[Status, str, dict[str, Any]]:
@@ -263,8 +300,8 @@ def _fleet_reason(
         status = Status.WARN
     limit = rules["fleet_fail_pct"] if status is Status.FAIL else rules["fleet_warn_pct"]
     text = (
-        f"{label} {x:.1f} {unit} is {abs(dev):.1f}% {'below' if dev < 0 else 'above'} the fleet "
-        f"median {stats.median:.1f} {unit} of {stats.n} {model + ' ' if model else ''}GPUs "
+        f"{label} {_num(x)} {unit} is {abs(dev):.1f}% {'below' if dev < 0 else 'above'} the fleet "
+        f"median {_num(stats.median)} {unit} of {stats.n} {model + ' ' if model else ''}GPUs "
         f"({z_text}"
         + (f"; {status.value} below {limit:+.1f}%)" if status is not Status.PASS else ")")
     )
@@ -307,9 +344,10 @@ def _throughput_findings(
 ) -> list[Finding]:
     """GEMM and HBM throughput against the fleet of the same model and the floors."""
     found: list[Finding] = []
+    runs = f" (mean of {len(rec.runs)} runs)" if rec.more else ""
     for key, label, unit, value in (
-        ("tflops", "BF16 GEMM", "TFLOPS", rec.tflops),
-        ("hbm_gbps", "HBM copy", "GB/s", rec.hbm_gbps),
+        ("tflops", f"BF16 GEMM{runs}", "TFLOPS", rec.tflops),
+        ("hbm_gbps", f"HBM copy{runs}", "GB/s", rec.hbm_gbps),
     ):
         if value is None:
             continue
@@ -372,19 +410,26 @@ def _judge_gpu(
         "tflops": rec.tflops,
         "hbm_gbps": rec.hbm_gbps,
     }
+    if rec.more:
+        metrics["runs"] = len(rec.runs)
+    # Throughput on the mean of the runs; every other check on every run (a later run's
+    # findings count as much as the first's; the metrics are the first run's).
     found = _completion_findings(data, metrics)
+    for later in rec.more:
+        found += _completion_findings(later, {})
     found += _throughput_findings(rec, fleets, floors, rules, metrics)
+    if floors is None and rec.tflops is not None:
+        note = f"note: no absolute floors for the model {rec.model!r} (pass --floors)"
+        found.append((Status.PASS, note))
+    for run in rec.runs:
+        found += _load_findings(run, rules)
+        statuses_s, reasons_s, sample_metrics = judge_samples(run.get("samples"), floors, rules)
+        found += zip(statuses_s, reasons_s, strict=True)
+        if run is data:
+            metrics.update(sample_metrics)
+    found = list(dict.fromkeys(found))  # the same finding in two runs is said once
     statuses = [status for status, _ in found]
     reasons = [text for _, text in found]
-    if floors is None and rec.tflops is not None:
-        reasons.append(f"note: no absolute floors for the model {rec.model!r} (pass --floors)")
-    for status, text in _load_findings(data, rules):
-        statuses.append(status)
-        reasons.append(text)
-    statuses_s, reasons_s, sample_metrics = judge_samples(data.get("samples"), floors)
-    statuses += statuses_s
-    reasons += reasons_s
-    metrics.update(sample_metrics)
     status = worst(statuses)
     if not [r for r in reasons if not r.startswith("note:")]:
         reasons.insert(0, "all correctness checks passed, no slowdown throttling, within the fleet")
@@ -420,7 +465,9 @@ def _correctness_text(run: int, failed: int, corr: Mapping[str, Any]) -> str:
 
 
 def judge_samples(
-    samples: Any, floors: Mapping[str, float] | None
+    samples: Any,
+    floors: Mapping[str, float] | None,
+    rules: Mapping[str, float] = DEFAULT_RULES,
 ) -> tuple[list[Status], list[str], dict[str, Any]]:
     """Throttle reasons and temperatures from a GPU's samples summary."""
     statuses: list[Status] = []
@@ -428,7 +475,8 @@ def judge_samples(
     metrics: dict[str, Any] = {}
     if not isinstance(samples, Mapping) or samples.get("nvml") != "available":
         why = samples.get("reason") if isinstance(samples, Mapping) else None
-        statuses.append(Status.WARN)
+        required = rules.get("require_nvml", DEFAULT_RULES["require_nvml"])
+        statuses.append(Status.WARN if required else Status.PASS)
         reasons.append(
             f"no NVML samples ({why or 'nvml unavailable'}): temperatures, clocks and "
             "throttling were not checked"
@@ -474,7 +522,7 @@ def judge_burnin(
     """
     checked = check_floors(floors) if floors is not None else None
     rules = {**DEFAULT_RULES, **{k: v for k, v in (checked or {}).items() if k in DEFAULT_RULES}}
-    records = gpu_records(docs, sources)
+    records = merge_runs(gpu_records(docs, sources))
     groups: dict[tuple[str, str], list[float]] = {}
     for rec in records:
         for key, value in (("tflops", rec.tflops), ("hbm_gbps", rec.hbm_gbps)):

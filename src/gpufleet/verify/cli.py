@@ -346,6 +346,69 @@ def baseline_cmd(
     console.print(f"wrote {out}")
 
 
+_RUN_SITE = typer.Option(..., "--site", help="The site directory (inventories/<site>).")
+_RUN_LIMIT = typer.Option(None, "--limit", help="Ansible's --limit (e.g. head1,gpu1,gpu2).")
+
+
+def _site_dir(site: Path) -> Path:
+    directory = site.parent if site.is_file() else site
+    if not (directory / "hosts.yml").is_file():
+        raise UserError(
+            [Problem(str(site), "has no hosts.yml", "run `gpufleet inventory` (or `pulumi up`)")]
+        )
+    return directory
+
+
+def _is_lab(directory: Path) -> bool:
+    from gpufleet.lab.core import CONNECTION_FILE
+
+    return (directory / CONNECTION_FILE).is_file()
+
+
+@verify_app.command("run")
+def run_cmd(site: Path = _RUN_SITE, limit: str | None = _RUN_LIMIT) -> None:
+    """Run the verification phase (playbooks/verify.yml) on a site: passive checks, burn-in
+    and nccl-tests through Slurm, failing nodes drained, the report. Exit 0 pass or warn,
+    1 fail (the nodes named are drained), 2 the phase did not complete."""
+    import subprocess
+    import time
+
+    from gpufleet.lab.core import repo_root
+
+    directory = _site_dir(site)
+    summary_path = directory / "reports" / "verify" / "latest" / "summary.json"
+    started = time.time()
+    if _is_lab(directory):
+        from gpufleet.lab.converge import converge
+
+        converge(directory, "playbooks/verify.yml", limit=limit)
+    else:
+        repo = repo_root()
+        argv = ["ansible-playbook", "-i", str(directory / "hosts.yml"),
+                str(repo / "playbooks" / "verify.yml")]  # fmt: skip
+        if limit:
+            argv += ["--limit", limit]
+        subprocess.run(argv, check=False, cwd=repo)
+    if not summary_path.is_file() or summary_path.stat().st_mtime < started:
+        raise UserError(
+            [
+                Problem(
+                    "verify",
+                    "the phase ended without a report",
+                    "read the playbook's output above for the task that failed",
+                )
+            ]
+        )
+    summary = _load_json(summary_path)
+    console = Console()
+    console.print(f"report: {summary_path.parent / 'report.html'} "
+                  f"(on the controller: {summary['report']['html']})")  # fmt: skip
+    color = STYLE.get(summary["verdict"], "bold")
+    console.print(f"[{color}]{summary['line']}[/]")
+    if summary["verdict"] == "fail":
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     from gpufleet.verify.burnin_cli import register_burnin
     from gpufleet.verify.isolation_cli import register_isolation

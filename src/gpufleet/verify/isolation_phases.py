@@ -36,7 +36,7 @@ from gpufleet.verify.isolation_state import (
     UnitKey,
 )
 from gpufleet.verify.verdict import Status, Verdict
-from gpufleet.verify.wording import below
+from gpufleet.verify.wording import below, fmt_rate
 
 VERDICT_KIND = "isolation"
 LocalResults = Sequence[tuple[Test, TestResult]]
@@ -74,8 +74,8 @@ def _compute_noise(ev: Evidence, final: bool) -> float:
 
 def _compute_text(node: str, tflops: float, median: float) -> str:
     return (
-        f"{node}: GEMM reached {tflops:.0f} TFLOPS per GPU, "
-        f"{below(tflops, median, f'the fleet median of {median:.0f}')}"
+        f"{node}: GEMM reached {fmt_rate(tflops)} TFLOPS per GPU, "
+        f"{below(tflops, median, f'the fleet median of {fmt_rate(median)}')}"
     )
 
 

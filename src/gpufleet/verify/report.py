@@ -289,8 +289,8 @@ def svg_pair_heatmap(
     size = cell * len(nodes)
     width = label_w + size + 170
     height = top_h + max(size, 215) + 20
-    values = [v for v in pairs.values() if v is not None]
-    best = max(values) if values else 1.0
+    # The scale's top is the best pair; with no pair above 0 (every job failed) it is 1.
+    best = max([v for v in pairs.values() if v is not None and v > 0], default=1.0)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="node pair bandwidth">'

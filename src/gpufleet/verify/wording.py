@@ -12,6 +12,15 @@ def fmt_size(size: int) -> str:
     return f"{size} B"
 
 
+def fmt_rate(value: float) -> str:
+    """A rate with the digits that matter: 674, 47.8, 0.0555 (a CPU's "TFLOPS" in the lab)."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
 def fmt_hosts(hosts: list[str]) -> str:
     if not hosts:
         return "unknown hosts"

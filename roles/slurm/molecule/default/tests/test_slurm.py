@@ -158,3 +158,16 @@ def test_checker_refuses_a_broken_file(request, node, file, edit, said):
         assert said in out.stderr
     finally:
         h.run(f"rm -rf {tmp}")
+
+
+def test_the_verification_package_imports_where_the_phase_runs_it(head, gpu):
+    """cluster_verify: the controller runs the phase's driver (pydantic, PyYAML, Jinja2 in its
+    venv, installed from wheels), the GPU node the burn-in module; both from /opt/gpufleet/lib,
+    the package this checkout packed."""
+    env = "PYTHONPATH=/opt/gpufleet/lib python3 -c"
+    venv = "PYTHONPATH=/opt/gpufleet/lib /opt/gpufleet/verify-driver/bin/python -c"
+    driver = head.run(f"{venv} 'import gpufleet.verify.campaign as c; print(c.REASON_PREFIX)'")
+    assert driver.rc == 0 and driver.stdout.strip() == "gpufleet-verify:", driver.stderr
+    burnin = gpu.run(f"{env} 'import gpufleet.verify.burnin as b; print(b.SCHEMA)'")
+    assert burnin.rc == 0 and burnin.stdout.strip() == "gpufleet.burnin/1", burnin.stderr
+    assert not gpu.file("/opt/gpufleet/nccl-tests").exists  # nothing built in a container
