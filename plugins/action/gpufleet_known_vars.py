@@ -13,7 +13,9 @@ same set `query('varnames')` sees: inventory, play, role and extra vars) and
 fails, naming them and the known ones, if any is unknown. With `internal: true`
 (roles that only work when included by another role, such as apt_packages) it
 also refuses to run without a parent role, and the message names the parent that
-passed the unknown variables. Runs on the controller only; changes nothing.
+passed the unknown variables. `internal` may instead be the text that says how to
+include the role ("a package role (include_role with tasks_from ...)"), which the
+refusal then uses. Runs on the controller only; changes nothing.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible: untyped
             return result
         name = role.get_name()
         parents = list(task_vars.get("ansible_parent_role_names") or [])
-        if self._task.args.get("internal") and not parents:
+        internal = self._task.args.get("internal")
+        if internal and not parents:
+            how = internal if isinstance(internal, str) else "a role (include_role)"
             result.update(
                 failed=True,
-                msg=f"{name} is an internal role: include it from a role (include_role);"
+                msg=f"{name} is an internal role: include it from {how};"
                 " it does not run on its own.",
             )
             return result
@@ -56,7 +60,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible: untyped
         result["unknown"] = unknown
         if unknown:
             result["failed"] = True
-            if self._task.args.get("internal"):
+            if internal:
                 result["msg"] = (
                     f"{parents[0]} passes unknown variable(s) {', '.join(unknown)} to {name},"
                     f" which knows {', '.join(known)}"

@@ -242,6 +242,10 @@ def test_extra_pins_bring_pulled_in_packages_to_their_pinned_version():
         "nvidia-modprobe=550.127.05-1",
         "libglx-nvidia0=550.127.05-1",
     ]
-    install = [dict(t) for t in load_yaml(ROLES / "version_lock" / "tasks" / "install.yml")]
-    bring = next(t for t in install if t["name"] == "Bring them to the version their pin holds")
+    tasks_dir = ROLES / "version_lock" / "tasks"
+    install = [dict(t) for t in load_yaml(tasks_dir / "install.yml")]
+    step = next(t for t in install if t.get("ansible.builtin.include_tasks") == "extra_pins.yml")
+    assert "version_lock_extra_pins | length > 0" in step["when"]
+    extra = [dict(t) for t in load_yaml(tasks_dir / "extra_pins.yml")]
+    bring = next(t for t in extra if t["name"] == "Bring them to the version their pin holds")
     assert bring["ansible.builtin.apt"]["name"] == "{{ __version_lock_pulled_in }}"

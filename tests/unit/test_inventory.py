@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,35 @@ def test_node_order_does_not_change_the_bytes() -> None:
     assert render_inventory(cluster_from_data(data)) == reference
 
 
+def _site_folder_with_reports(site: str, tmp_path: Path) -> Path:
+    """A copy of the site's folder as the controller has it after a verification run: the
+    spec beside hosts.yml and the phase's reports under reports/ (small constructed files of
+    the kinds it writes: JSON, JUnit XML, HTML, Prometheus text, a log)."""
+    folder = tmp_path / site
+    shutil.copytree(ROOT / "inventories" / site, folder, ignore=shutil.ignore_patterns("reports"))
+    latest = folder / "reports" / "verify" / "latest"
+    latest.mkdir(parents=True)
+    (latest / "report.json").write_text('{"verdict": "PASS", "nodes": {"gpu1": {}}}\n')
+    (latest / "junit.xml").write_text(
+        '<?xml version="1.0"?>\n<testsuites><testsuite name="verify">'
+        "<system-out>PASS: gpu1</system-out></testsuite></testsuites>\n"
+    )
+    (latest / "report.html").write_text("<html><body><h1>PASS</h1></body></html>\n")
+    (latest / "gpufleet_verify.prom").write_text('gpufleet_verify_node_passed{node="gpu1"} 1\n')
+    (latest / "progress.log").write_text("round 1: gpu1 passed\n")
+    return folder
+
+
+# Both ways an operator names the inventory: the generated hosts.yml, or the site's folder
+# (ansible.cfg's [inventory] ignore_patterns keep the spec and the reports out of it).
+@pytest.mark.parametrize("source", ["hosts.yml", "site folder"])
 @pytest.mark.parametrize("site", SITES)
-def test_ansible_inventory_accepts_it(site: str) -> None:
-    hosts = ROOT / "inventories" / site / HOSTS_FILE
+def test_ansible_inventory_accepts_it(site: str, source: str, tmp_path: Path) -> None:
+    hosts = (
+        ROOT / "inventories" / site / HOSTS_FILE
+        if source == "hosts.yml"
+        else _site_folder_with_reports(site, tmp_path)
+    )
     run = subprocess.run(
         [str(ANSIBLE_INVENTORY), "-i", str(hosts), "--list"],
         capture_output=True,
