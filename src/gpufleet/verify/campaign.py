@@ -495,6 +495,42 @@ def _node_of(verdict: Verdict, nodes: Sequence[str]) -> str | None:
     return verdict.subject if verdict.subject in nodes else None
 
 
+def owned_failures(verdicts: Sequence[Verdict], nodes: Sequence[str]) -> dict[str, list[str]]:
+    """Each node's reasons from the failed verdicts it owns: a failed GPU fails its node,
+    whichever judge found it (the burn-in's threshold pack can fail a GPU that the planner,
+    judging the node against the fleet's noise, only watches). A reason that does not start
+    with the node's name gets the verdict's subject in front ("gpu1 GPU 0: ..."); each once."""
+    out: dict[str, list[str]] = {}
+    for v in verdicts:
+        owner = _node_of(v, nodes)
+        if owner is None or v.status is not Status.FAIL:
+            continue
+        first = v.reasons[0] if v.reasons else f"failed its {v.kind} check"
+        reason = first if first.startswith((f"{owner}:", f"{owner} ")) else f"{v.subject}: {first}"
+        if reason not in out.get(owner, []):
+            out.setdefault(owner, []).append(reason)
+    return out
+
+
+def verdict_line(verdicts: Sequence[Verdict], nodes: Sequence[str], drained: Mapping[str, str],
+                 not_tested: Sequence[str]) -> str:  # fmt: skip
+    """The one-line verdict: the drained nodes with their reasons; else how many nodes passed,
+    or the first failure that no node owns (so FAIL never comes with "all passed")."""
+    if drained:
+        return "FAIL: " + "; ".join(f"{n} drained ({r.removeprefix(REASON_PREFIX)})"
+                                    for n, r in drained.items())  # fmt: skip
+    failed = [r for v in verdicts if v.status is Status.FAIL for r in v.reasons[:1]]
+    if failed:
+        line = f"FAIL: {failed[0]}; nothing drained"
+    else:
+        status = worst([v.status for v in verdicts]).value.upper()
+        kept = len(nodes) - len(not_tested)
+        line = f"{status}: {kept} of {len(nodes)} GPU nodes passed, nothing drained"
+    if not_tested:
+        line += "; not tested: " + ", ".join(not_tested)
+    return line
+
+
 def simulated_figures(cfg: CampaignConfig, nodes: Sequence[str]) -> str:
     """What the planner costs at this site's size on hardware (the simulator's cost model):
     rounds and hours for a healthy site and for one with a bad NIC."""
@@ -588,10 +624,13 @@ def run_campaign(cfg: CampaignConfig, slurm: Slurm, out: Path, say: Say) -> dict
                           sources=[node for node, _ in docs])  # fmt: skip
     for v in burnin.verdicts:
         v.kind = "burnin"
-    verdicts += burnin.verdicts
+    burnin_verdicts = list(burnin.verdicts)
     for node, error in campaign.burnin_errors.items():
-        verdicts.append(Verdict(node, "burnin", Status.FAIL, [f"{node}: {error}"],
-                                {"scope": "node", "node": node}))  # fmt: skip
+        burnin_verdicts.append(Verdict(node, "burnin", Status.FAIL, [f"{node}: {error}"],
+                                       {"scope": "node", "node": node}))  # fmt: skip
+    verdicts += burnin_verdicts
+    for node, reasons in owned_failures(burnin_verdicts, cfg.nodes).items():
+        node_fail.setdefault(node, []).extend(r for r in reasons if r not in node_fail[node])
     runs = [ReportRun.from_judgement(j) for rec in campaign.logs for j in rec.judgements]
     drained: dict[str, str] = {}
     for node in cfg.nodes:
@@ -603,16 +642,7 @@ def run_campaign(cfg: CampaignConfig, slurm: Slurm, out: Path, say: Say) -> dict
             say(f"{node}: drained: {reason}")
     still = [n for n in resumed if n not in drained]
     overall = Status.FAIL if drained else worst([v.status for v in verdicts])
-    if drained:
-        line = "FAIL: " + "; ".join(f"{n} drained ({r[len(REASON_PREFIX):]})"
-                                    for n, r in drained.items())  # fmt: skip
-    else:
-        kept = len(cfg.nodes) - len(node_warn)
-        line = (
-            f"{overall.value.upper()}: {kept} of {len(cfg.nodes)} GPU nodes passed, nothing drained"
-        )
-        if node_warn:
-            line += "; not tested: " + ", ".join(sorted(node_warn))
+    line = verdict_line(verdicts, cfg.nodes, drained, sorted(node_warn))
     sim = simulated_figures(cfg, cfg.nodes)
     head = [f"verdict: {line}"]
     head += [f"drained in Slurm: {n}: {r}" for n, r in drained.items()]
