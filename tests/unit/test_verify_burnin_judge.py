@@ -158,6 +158,17 @@ def test_a_gpu_still_slow_when_measured_again_says_the_mean() -> None:
     assert slow.reasons[0].startswith("BF16 GEMM (mean of 2 runs) 709.8 TFLOPS is 9.0% below")
 
 
+def test_a_run_that_ended_in_an_error_is_not_counted_in_the_mean() -> None:
+    docs = healthy_fleet()
+    docs[0]["gpus"][3] = gpu(3, tflops=780 * 0.5)
+    again = doc("node-00", [gpu(i, error="CUDA error" if i == 3 else None) for i in range(8)])
+    slow = by_subject([*docs, again])["node-00 GPU 3"]
+    assert slow.status is Status.FAIL
+    throughput = [r for r in slow.reasons if r.startswith("BF16 GEMM")]
+    assert throughput and throughput[0].startswith("BF16 GEMM 390.0 TFLOPS is"), slow.reasons
+    assert any("CUDA error" in r for r in slow.reasons), slow.reasons
+
+
 def test_every_run_of_a_gpu_measured_again_counts_for_its_other_checks() -> None:
     docs = healthy_fleet()
     again = doc("node-00", [gpu(i, checks_failed=2 if i == 6 else 0) for i in range(8)])

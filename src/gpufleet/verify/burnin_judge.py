@@ -187,9 +187,13 @@ class GpuRecord:
     def runs(self) -> tuple[Mapping[str, Any], ...]:
         return (self.data, *self.more)
 
+    def measured(self, section: str, key: str) -> list[float]:
+        """The figure of each run that has one (a run that ended in an error may have none)."""
+        return [v for d in self.runs if (v := _run_metric(d, section, key)) is not None]
+
     def metric(self, section: str, key: str) -> float | None:
         """The mean of the runs' figures (a single run's figure when measured once)."""
-        values = [v for d in self.runs if (v := _run_metric(d, section, key)) is not None]
+        values = self.measured(section, key)
         return statistics.mean(values) if values else None
 
     @property
@@ -344,10 +348,14 @@ def _throughput_findings(
 ) -> list[Finding]:
     """GEMM and HBM throughput against the fleet of the same model and the floors."""
     found: list[Finding] = []
-    runs = f" (mean of {len(rec.runs)} runs)" if rec.more else ""
+
+    def runs(section: str, key: str) -> str:  # the runs that measured it, not all the runs
+        n = len(rec.measured(section, key))
+        return f" (mean of {n} runs)" if n > 1 else ""
+
     for key, label, unit, value in (
-        ("tflops", f"BF16 GEMM{runs}", "TFLOPS", rec.tflops),
-        ("hbm_gbps", f"HBM copy{runs}", "GB/s", rec.hbm_gbps),
+        ("tflops", f"BF16 GEMM{runs('gemm', 'tflops')}", "TFLOPS", rec.tflops),
+        ("hbm_gbps", f"HBM copy{runs('hbm', 'gbps')}", "GB/s", rec.hbm_gbps),
     ):
         if value is None:
             continue
