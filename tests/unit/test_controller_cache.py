@@ -1,0 +1,117 @@
+"""gpufleet's controller plugin (plugins/callback/gpufleet_controller.py): compiled templates
+cached on disk give the same results as Jinja compiling them, and stop being used when a
+filter they call changes how it is called. Each run is its own process
+(tests/unit/jinja_cache_probe.py); the cases are constructed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).with_name("jinja_cache_probe.py")
+
+CASES = [
+    ("template", "{{ nodes | select('match', 'gpu') | list }}"),
+    (
+        "template",
+        "{{ nodes | map('extract', hostvars) | selectattr('addr', 'defined') | list | length }}",
+    ),
+    ("template", "{{ rails | map(attribute='mtu') | max }} {{ site | upper }}"),
+    ("template", "{{ 'site_name' | regex_replace('^(.*)_name$', '\\\\1') }}"),
+    ("template", "{{ path }} and {{ 'a\\\\b' }}"),
+    (
+        "template",
+        "#jinja2:variable_start_string:'[%',variable_end_string:'%]'\n[% site %] {{ site }}",
+    ),
+    ("template", "{% for r in rails %}{{ r.name }}={{ r.mtu }};{% endfor %}"),
+    ("template", "{% raw %}{{ not rendered }}{% endraw %}"),
+    ("template", "{{ nodes | to_json }} {{ {'a': 1} | combine({'b': 2}) | dict2items | length }}"),
+    ("expression", "rails | selectattr('mtu', 'gt', 5000) | map(attribute='name') | first"),
+    ("expression", "nodes | length * 2"),
+    ("conditional", "site == 'lab' and 'gpu1' in nodes"),
+    ("conditional", "missing_variable is defined"),
+    ("template", "{{ site | no_such_filter }}"),
+    ("template", "{{ site "),
+    # The same text as case 3, compiled without escaping backslashes: other code, other result.
+    ("template-no-escape", "{{ 'site_name' | regex_replace('^(.*)_name$', '\\\\1') }}"),
+]
+
+
+def _probe(env: dict[str, str], cases=CASES) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(PROBE), json.dumps(cases)],
+        env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture
+def cache_env(tmp_path):
+    return {"GPUFLEET_JINJA_CACHE_DIR": str(tmp_path / "code"), "GPUFLEET_JINJA_CACHE": "on"}
+
+
+def test_cached_code_renders_what_jinja_renders(cache_env, tmp_path):
+    plain = _probe({**cache_env, "GPUFLEET_JINJA_CACHE": "off"})
+    cold = _probe(cache_env)
+    warm = _probe(cache_env)
+
+    assert cold["results"] == plain["results"]
+    assert warm["results"] == plain["results"]
+    # The constructed cases really exercise something: values, a failed conditional, and
+    # the errors of an unknown filter and of a syntax error.
+    results = plain["results"]
+    assert results[0] == {"value": ["gpu1", "gpu2"]}
+    assert results[3] == {"value": "\\1"}
+    assert results[15] == {"value": "site"}
+    assert results[5]["value"] == "lab {{ site }}"
+    assert results[12] == {"value": False}
+    assert "no_such_filter" in results[13]["error"]
+    assert "error" in results[14]
+
+    assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).joinpath("x").exists()
+    entries = list(Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).iterdir())
+    assert len(entries) >= 10
+    assert cold["generated"] >= len(entries)
+    # The warm run compiled only what failed to compile (nothing failed is cached).
+    assert warm["generated"] <= 2, warm
+
+
+def test_an_entry_is_compiled_again_when_its_filter_is_called_differently(cache_env, tmp_path):
+    plugins = tmp_path / "filter_plugins"
+    plugins.mkdir()
+    shout = plugins / "shout.py"
+    env = {**cache_env, "ANSIBLE_FILTER_PLUGINS": str(plugins)}
+    cases = [("template", "{{ site | shout }}")]
+
+    shout.write_text(
+        "class FilterModule:\n"
+        "    def filters(self):\n"
+        "        return {'shout': lambda value: value.upper() + '!'}\n"
+    )
+    assert _probe(env, cases)["results"] == [{"value": "LAB!"}]
+
+    # The same filter now takes Jinja's context first: code generated for the old one would
+    # call it without the context and fail.
+    shout.write_text(
+        "from jinja2 import pass_context\n"
+        "@pass_context\n"
+        "def shout(context, value):\n"
+        "    return value.upper() + '?' + str(context.get('site'))\n"
+        "class FilterModule:\n"
+        "    def filters(self):\n"
+        "        return {'shout': shout}\n"
+    )
+    again = _probe(env, cases)
+    assert again["results"] == [{"value": "LAB?lab"}]
+    assert again["generated"] == 1
+
+
+def test_the_cache_can_be_switched_off(cache_env):
+    _probe({**cache_env, "GPUFLEET_JINJA_CACHE": "off"})
+    assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).exists()
