@@ -75,11 +75,15 @@ class AnsibleRunProvider(ResourceProvider):
     def _run(self, props: dict[str, Any]) -> dict[str, Any]:
         import ansible_runner
 
+        # ansible-runner sets ANSIBLE_CALLBACK_PLUGINS for its own event callback, which hides
+        # ansible.cfg's callback_plugins (gpufleet's controller caches); it appends to this value.
+        callbacks = Path(props["project_dir"]) / "plugins" / "callback"
         runner = ansible_runner.run(
             private_data_dir=props["private_data_dir"],
             project_dir=props["project_dir"],
             playbook=props["playbook"],
             inventory=props["inventory"],
+            envvars={"ANSIBLE_CALLBACK_PLUGINS": str(callbacks)} if callbacks.is_dir() else None,
             event_handler=_progress,
             quiet=True,
         )

@@ -44,6 +44,9 @@ def converge(
             inventory=str(inventory),
             envvars={
                 "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+                # ansible-runner sets this variable for its own event callback, which hides
+                # ansible.cfg's callback_plugins: it appends its folder to a value given here.
+                "ANSIBLE_CALLBACK_PLUGINS": str(repo / "plugins/callback"),
                 "PATH": os.environ["PATH"],
                 **lab.ansible_env(),
             },
