@@ -112,6 +112,36 @@ def test_an_entry_is_compiled_again_when_its_filter_is_called_differently(cache_
     assert again["generated"] == 1
 
 
+def test_ansible_runner_runs_load_the_plugin(cache_env, tmp_path, monkeypatch):
+    """`gpufleet lab converge` runs site.yml through ansible-runner, whose own callback variable
+    hid ansible.cfg's callback_plugins: with runner_env the plugin loads and fills its cache."""
+    import ansible_runner
+
+    from gpufleet.lab.converge import runner_env
+
+    for name, value in cache_env.items():
+        monkeypatch.setenv(name, value)
+    # ansible-playbook of this interpreter's environment (the venv), as `make lab` runs it
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- hosts: localhost\n"
+        "  connection: local\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"{{ ['a', 'b'] | map('upper') | join(',') }}\"\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = ansible_runner.run(
+        private_data_dir=str(tmp_path), playbook=str(playbook),
+        envvars={**runner_env(repo), "ANSIBLE_STRATEGY": "linear"}, quiet=True,
+    )  # fmt: skip
+    assert result.rc == 0
+    assert any("A,B" in str(e.get("event_data", {}).get("res")) for e in result.events)
+    assert list(Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).iterdir())
+
+
 def test_the_cache_can_be_switched_off(cache_env):
     _probe({**cache_env, "GPUFLEET_JINJA_CACHE": "off"})
     assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).exists()

@@ -14,6 +14,17 @@ from rich.table import Table
 from gpufleet.lab import core
 
 
+def runner_env(repo: Path) -> dict[str, str]:
+    """Environment for ansible-runner with this checkout's ansible.cfg. ansible-runner sets
+    ANSIBLE_CALLBACK_PLUGINS for its own event callback, which hides ansible.cfg's
+    callback_plugins (gpufleet's controller caches); it appends its folder to a value given."""
+    return {
+        "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(repo / "plugins" / "callback"),
+        "PATH": os.environ["PATH"],
+    }
+
+
 def converge(
     site: str | Path,
     playbook: str = "site.yml",
@@ -42,14 +53,7 @@ def converge(
             project_dir=str(repo),
             playbook=str(repo / playbook),
             inventory=str(inventory),
-            envvars={
-                "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
-                # ansible-runner sets this variable for its own event callback, which hides
-                # ansible.cfg's callback_plugins: it appends its folder to a value given here.
-                "ANSIBLE_CALLBACK_PLUGINS": str(repo / "plugins/callback"),
-                "PATH": os.environ["PATH"],
-                **lab.ansible_env(),
-            },
+            envvars={**runner_env(repo), **lab.ansible_env()},
             # ansible-runner points the fact cache into its (temporary) artifacts directory
             # unless told otherwise; an absolute path keeps the lab's cache between runs.
             fact_cache=str(lab.facts_dir.resolve()),
