@@ -15,7 +15,7 @@ to take about half of its CPU, because the results die with the worker:
   test the code calls and how it is called; an entry whose filters changed is compiled again.
 
 GPUFLEET_JINJA_CACHE=off switches the template cache off; GPUFLEET_JINJA_CACHE_DIR moves it
-(default: ~/.cache/gpufleet/jinja-code).
+(default: jinja-code in gpufleet's cache, $GPUFLEET_CACHE or ~/.cache/gpufleet).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ _MAX_ENTRIES = 20000
 def _cache_dir() -> Path | None:
     if os.environ.get("GPUFLEET_JINJA_CACHE", "on").lower() in ("off", "0", "false", "no"):
         return None
-    root = os.environ.get("GPUFLEET_JINJA_CACHE_DIR") or Path.home() / ".cache/gpufleet/jinja-code"
+    cache = os.environ.get("GPUFLEET_CACHE") or Path.home() / ".cache/gpufleet"
+    root = os.environ.get("GPUFLEET_JINJA_CACHE_DIR") or Path(cache) / "jinja-code"
     path = Path(root)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
