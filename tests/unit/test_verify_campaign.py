@@ -60,3 +60,60 @@ def test_pass_and_warn_lines_count_the_nodes_tested():
     assert verdict_line([*passing, busy], NODES, {}, ["gpu2"]) == (
         "WARN: 2 of 3 GPU nodes passed, nothing drained; not tested: gpu2"
     )
+
+
+# Nodes measured again before a drain: the burn-in's threshold pack on constructed CPU
+# documents (no absolute floors for that model), as the lab's three CPU "GPUs" give them.
+def _cpu_fleet(hbm: dict[str, float], checks_failed: dict[str, int] | None = None) -> list:
+    from test_verify_burnin_judge import doc, gpu
+
+    return [
+        doc(
+            node,
+            [gpu(0, 0.0300, rate, name="cpu", checks_failed=(checks_failed or {}).get(node, 0))],
+        )
+        for node, rate in hbm.items()
+    ]
+
+
+def _judged(docs: list) -> list[Verdict]:
+    from gpufleet.verify.burnin_judge import judge_burnin
+
+    rules = {"fleet_warn_pct": -35, "fleet_fail_pct": -45}
+    return list(judge_burnin(docs, rules, sources=[d["host"] for d in docs]).verdicts)
+
+
+def test_a_node_failed_by_the_pack_on_one_run_is_measured_again_and_cleared_by_its_mean():
+    from gpufleet.verify.campaign import failed_on_one_run
+
+    first = _cpu_fleet({"gpu1": 1.8, "gpu2": 3.7, "gpu3": 3.6})  # gpu1 51% below: one run
+    verdicts = _judged(first)
+    assert [v.status for v in verdicts if v.metrics["node"] == "gpu1"] == [Status.FAIL]
+    runs = {"gpu1": 1, "gpu2": 1, "gpu3": 1}
+    assert failed_on_one_run(verdicts, runs, {}, ["gpu1", "gpu2", "gpu3"]) == ["gpu1"]
+
+    again = _cpu_fleet({"gpu1": 3.9})  # measured alone, not beside two others
+    after = _judged([*first, *again])
+    gpu1 = [v for v in after if v.metrics["node"] == "gpu1"]
+    assert [v.status for v in gpu1] == [Status.PASS]
+    assert owned_failures(after, ["gpu1", "gpu2", "gpu3"]) == {}
+
+
+def test_measuring_again_clears_throughput_only_never_a_failed_check():
+    from gpufleet.verify.campaign import failed_on_one_run
+
+    first = _cpu_fleet({"gpu1": 3.7, "gpu2": 3.7, "gpu3": 3.6}, checks_failed={"gpu2": 1})
+    verdicts = _judged(first)
+    assert failed_on_one_run(verdicts, {"gpu2": 1}, {}, ["gpu1", "gpu2", "gpu3"]) == ["gpu2"]
+    after = _judged([*first, *_cpu_fleet({"gpu2": 3.7})])
+    assert list(owned_failures(after, ["gpu1", "gpu2", "gpu3"])) == ["gpu2"]
+
+
+def test_nodes_measured_twice_without_a_result_or_outside_the_site_are_not_measured_again():
+    from gpufleet.verify.campaign import failed_on_one_run
+
+    slow = _judged(_cpu_fleet({"gpu1": 1.0, "gpu2": 3.7, "gpu3": 3.6, "gpu9": 0.5}))
+    nodes = ["gpu1", "gpu2", "gpu3"]
+    assert failed_on_one_run(slow, {"gpu1": 2}, {}, nodes) == []
+    assert failed_on_one_run(slow, {"gpu1": 1}, {"gpu1": "burn-in gave no result"}, nodes) == []
+    assert failed_on_one_run(slow, {"gpu1": 1, "gpu9": 1}, {}, nodes) == ["gpu1"]
