@@ -203,35 +203,6 @@ def _warm_jinja_plugins() -> None:
             loader._ensure_non_collection_wrappers()
 
 
-def _memoize_fact_cache_reads() -> None:
-    """ansible-core 2.19 decodes a host's cached facts from JSON on every read (about 2,400
-    reads, 4 ms each, on the lab's idempotent site.yml): decode again only when the cache
-    plugin holds a new value. Readers copy what they take (namespace_facts deep-copies), as
-    they did when earlier cores returned the cache's own dict."""
-    try:
-        from ansible._internal._plugins._cache import PluginInterposer
-    except ImportError:
-        return
-    if getattr(PluginInterposer, "_gpufleet_memo", None) is not None:
-        return
-    memo: dict[tuple[int, str], tuple[object, dict]] = {}
-    get_original = PluginInterposer.get
-
-    def get(self, key):
-        raw = self.__wrapped__.get(self._get_key(key))
-        payload = raw.get(self._PAYLOAD_KEY) if isinstance(raw, dict) else None
-        found = memo.get((id(self), key))
-        if payload is not None and found is not None and found[0] is payload:
-            return found[1]
-        value = get_original(self, key)
-        if payload is not None:
-            memo[(id(self), key)] = (payload, value)
-        return value
-
-    PluginInterposer.get = get
-    PluginInterposer._gpufleet_memo = memo
-
-
 def _share_mitogen_collection_dirs() -> None:
     """Mitogen (ansible_mitogen.planner) lists every installed collection, importing each and
     parsing its metadata, in every worker that runs a collection's module: about a hundred
@@ -250,7 +221,6 @@ def _share_mitogen_collection_dirs() -> None:
     planner._gpufleet_collection_dirs = dirs
 
 
-_memoize_fact_cache_reads()
 if _jinja_bits is not None and (_root := _cache_dir()) is not None:
     _install_code_cache(_CodeCache(_root))
 

@@ -142,6 +142,56 @@ def test_ansible_runner_runs_load_the_plugin(cache_env, tmp_path, monkeypatch):
     assert list(Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).iterdir())
 
 
+MITOGEN_PROBE = """
+import importlib.util, json, sys
+import ansible.collections.list
+import ansible_mitogen.planner as planner
+from ansible.plugins.loader import init_plugin_loader
+
+init_plugin_loader()  # the collection finder, as ansible-playbook installs it
+listings = []
+list_dirs = ansible.collections.list.list_collection_dirs
+def counted(*args, **kwargs):
+    listings.append(1)
+    return list_dirs(*args, **kwargs)
+
+ansible.collections.list.list_collection_dirs = counted
+
+class Invocation:
+    def __init__(self):
+        self._extra_sys_paths = set()
+
+mitogens_own = Invocation()
+planner._load_collections(mitogens_own)
+spec = importlib.util.spec_from_file_location("gpufleet_controller", sys.argv[1])
+plugin = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plugin)
+plugin._share_mitogen_collection_dirs()
+first, second = Invocation(), Invocation()
+planner._load_collections(first)
+planner._load_collections(second)
+print(json.dumps({"listings": len(listings), "own": sorted(mitogens_own._extra_sys_paths),
+                  "first": sorted(first._extra_sys_paths),
+                  "second": sorted(second._extra_sys_paths)}))
+"""
+
+
+def test_mitogen_gets_the_collections_listed_once(cache_env):
+    """Mitogen lists every installed collection for each worker's first collection module; the
+    plugin lists them once (in the controller, before the forks) and gives every invocation
+    the same folders Mitogen's own listing gives."""
+    plugin = Path(__file__).resolve().parents[2] / "plugins/callback/gpufleet_controller.py"
+    proc = subprocess.run(
+        [sys.executable, "-c", MITOGEN_PROBE, str(plugin)],
+        env={**os.environ, **cache_env}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found["own"], "the venv's ansible package installs collections"
+    assert found["first"] == found["second"] == found["own"]
+    assert found["listings"] == 2  # Mitogen's own call, then the plugin's one for both
+
+
 def test_the_cache_can_be_switched_off(cache_env):
     _probe({**cache_env, "GPUFLEET_JINJA_CACHE": "off"})
     assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).exists()

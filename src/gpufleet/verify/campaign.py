@@ -431,6 +431,15 @@ class Campaign:
             return self._run_local(test)
         return self._run_fabric(test)
 
+    def _record(self, test: Test, outcome: Outcome) -> None:
+        """Keep a test's logs and burn-in document (or error), and say its result."""
+        self.logs.extend(outcome.logs)
+        if outcome.burnin is not None:
+            self.burnin_docs.setdefault(test.nodes[0], []).append(outcome.burnin)
+        if outcome.burnin_error:
+            self.burnin_errors[test.nodes[0]] = outcome.burnin_error
+        self.say(f"  {test.test_id} {'+'.join(test.nodes)}: {_result_text(outcome)}")
+
     def judge_burnins(self) -> BurninJudgement:
         """The burn-in's threshold pack on every run so far (a node measured again: the mean
         of its runs' throughput, every other check on every run)."""
@@ -449,11 +458,7 @@ class Campaign:
         with ThreadPoolExecutor(max_workers=min(len(tests), self.cfg.max_parallel)) as pool:
             outcomes = list(pool.map(self._run_local, tests))
         for test, outcome in zip(tests, outcomes, strict=True):
-            if outcome.burnin is not None:
-                self.burnin_docs.setdefault(test.nodes[0], []).append(outcome.burnin)
-            if outcome.burnin_error:
-                self.burnin_errors[test.nodes[0]] = outcome.burnin_error
-            self.say(f"  {test.test_id} {test.nodes[0]}: {_result_text(outcome)}")
+            self._record(test, outcome)
         line = f"{what}: {time.monotonic() - start:.1f} s"
         self.say(line)
         return [line]
@@ -484,12 +489,7 @@ class Campaign:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(pool.map(self.run_test, rnd.tests))
             for test, outcome in zip(rnd.tests, outcomes, strict=True):
-                self.logs.extend(outcome.logs)
-                if outcome.burnin is not None:
-                    self.burnin_docs.setdefault(test.nodes[0], []).append(outcome.burnin)
-                if outcome.burnin_error:
-                    self.burnin_errors[test.nodes[0]] = outcome.burnin_error
-                self.say(f"  {test.test_id} {'+'.join(test.nodes)}: {_result_text(outcome)}")
+                self._record(test, outcome)
             planner.observe([o.result for o in outcomes])
             line = f"{rnd.summary()}: {time.monotonic() - start:.1f} s"
             summary.append(line)
