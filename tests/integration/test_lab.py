@@ -337,7 +337,7 @@ def test_rails_reach_every_peer_and_faults_are_named(lab_site):
 
 
 def _slurm_on_head(lab: core.Lab, cluster, *cmd: str) -> str:
-    """A Slurm command as the operator on the head node, over SSH; its stdout."""
+    """A command (Slurm's, mostly) as the operator on the head node, over SSH; its stdout."""
     head = cluster.node("head1")
     run = core.ssh(lab, cluster.site.ssh_user, str(head.frontend.address), *cmd)
     assert run.returncode == 0, f"{' '.join(cmd)}: {run.stdout}{run.stderr}"
@@ -642,7 +642,8 @@ def test_verify_finds_drains_and_returns_exactly_the_faulty_node(monitoring_lab)
     time (degraded NCCL on gpu2, rail 1 down on gpu3, a slow GPU on gpu1) makes the phase fail,
     name that node, and drain it alone with the reason, the failed checks reaching Prometheus;
     the next run, after --clear, returns it to service; the last run, on the healthy lab,
-    passes with nothing drained (and every GPU node's burn-in in sacct)."""
+    passes with nothing drained (and every GPU node's burn-in in sacct). The verify play of
+    site.yml, run after it unchanged, names that pass instead of measuring again."""
     site, env, _, _ = monitoring_lab
     lab, cluster = core.open_lab(site)
     gpus = ["gpu1", "gpu2", "gpu3"]
@@ -681,6 +682,16 @@ def test_verify_finds_drains_and_returns_exactly_the_faulty_node(monitoring_lab)
                              "gpufleet-verify-burnin", "-o", "NodeList,State")  # fmt: skip
     assert {line for line in burnins.splitlines()} >= {f"{g}|COMPLETED" for g in gpus}, burnins
     assert _until("the healthy report in Prometheus", lambda: _verify_failed_checks(lab) == 0)
+    # site.yml's verify play on the unchanged lab names that pass and measures nothing again.
+    folders = _slurm_on_head(lab, cluster, "ls", "-l", "--full-time", "/var/lib/gpufleet/verify")
+    assert "last.json" in folders, folders
+    again = _gpufleet("lab", "converge", "--site", str(site), "--playbook",
+                      "playbooks/verify.yml", env=env)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-5000:]
+    said = f"unchanged since {summary['finished_at']}: {summary['line']}"
+    assert said in again.stdout, again.stdout[-5000:]
+    after = _slurm_on_head(lab, cluster, "ls", "-l", "--full-time", "/var/lib/gpufleet/verify")
+    assert after == folders, (folders, after)
 
 
 CLIENT = r"""

@@ -3,6 +3,8 @@ one-line verdict. The verdicts here are constructed; the texts follow the judges
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gpufleet.verify.campaign import REASON_PREFIX, drain_reason, owned_failures, verdict_line
 from gpufleet.verify.verdict import Status, Verdict
 
@@ -117,3 +119,103 @@ def test_nodes_measured_twice_without_a_result_or_outside_the_site_are_not_measu
     assert failed_on_one_run(slow, {"gpu1": 2}, {}, nodes) == []
     assert failed_on_one_run(slow, {"gpu1": 1}, {"gpu1": "burn-in gave no result"}, nodes) == []
     assert failed_on_one_run(slow, {"gpu1": 1, "gpu9": 1}, {}, nodes) == ["gpu1"]
+
+
+# A pass that still holds (--last, site.yml's use): constructed configs and records.
+def _config(**extra) -> dict:
+    return {"site": "lab", "nodes": ["gpu1", "gpu2"], "rails": 0, "profile": "lab-cpu",
+            "launch": {"nccl_tests_bin": "/opt/nccl-tests", "python": "/usr/bin/python3"},
+            "node_state": {"gpu1": "boot-a\n6.1.0\nlocks-a", "gpu2": "boot-b\n6.1.0\nlocks-b"},
+            **extra}  # fmt: skip
+
+
+def _passed(tmp_path, data: dict, hours_ago: float = 1.0, verdict: str = "pass") -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    from gpufleet.verify.campaign import fingerprint
+
+    folder = tmp_path / "20261204T100000Z"
+    folder.mkdir(exist_ok=True)
+    (folder / "summary.json").write_text("{}")
+    finished = datetime.now(UTC) - timedelta(hours=hours_ago)
+    return {"fingerprint": fingerprint(data), "verdict": verdict, "folder": str(folder),
+            "line": "PASS: 2 of 2 GPU nodes passed, nothing drained",
+            "finished_at": finished.strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+
+
+def _why(data: dict, record: dict | None, no_record: str = "no verification on record"):
+    from datetime import UTC, datetime
+
+    from gpufleet.verify.campaign import config_from, fingerprint, why_measure
+
+    return why_measure(config_from(data), record, no_record, fingerprint(data), datetime.now(UTC))
+
+
+def test_a_recent_pass_of_the_same_nodes_and_settings_holds(tmp_path):
+    data = _config()
+    assert _why(data, _passed(tmp_path, data)) is None
+    # The passive findings are judged on every run, not part of what a pass vouches for...
+    assert _why({**data, "passive": {"gpu1": []}}, _passed(tmp_path, data)) is None
+    # ...and a problem they find makes the run measure (and drain).
+    found = {**data, "passive": {"gpu2": ["Xid 79 on GPU 3"]}}
+    assert _why(found, _passed(tmp_path, data)) == "passive checks found problems on gpu2"
+
+
+def test_any_change_a_pass_vouched_for_makes_the_run_measure(tmp_path):
+    data = _config()
+    record = _passed(tmp_path, data)
+    rebooted = _config(node_state={**data["node_state"], "gpu2": "boot-c\n6.1.0\nlocks-b"})
+    relocked = _config(node_state={**data["node_state"], "gpu1": "boot-a\n6.1.0\nlocks-z"})
+    changes = [
+        rebooted,
+        relocked,
+        _config(nodes=["gpu1", "gpu2", "gpu3"]),
+        _config(launch={**data["launch"], "burnin_seconds": 900}),
+        _config(compute_fail_fraction=0.9),
+    ]
+    for changed in changes:
+        assert _why(changed, record).startswith("changed since the pass of "), changed
+
+
+def test_an_old_failed_missing_or_unreadable_record_makes_the_run_measure(tmp_path):
+    from gpufleet.verify.campaign import read_record
+
+    data = _config()
+    old = _passed(tmp_path, data, hours_ago=200)
+    assert _why(data, old).endswith("h old (reverify_after_hours: 168)")
+    longer = {**data, "reverify_after_hours": 500}
+    assert _why(longer, _passed(tmp_path, longer, hours_ago=200)) is None
+    always = {**data, "reverify_after_hours": 0}
+    assert (
+        _why(always, _passed(tmp_path, always)) == "reverify_after_hours is 0: every run measures"
+    )
+    failed = _passed(tmp_path, data, verdict="fail")
+    assert _why(data, failed).startswith("the last verification (")
+    gone = _passed(tmp_path, data)
+    (Path(gone["folder"]) / "summary.json").unlink()
+    assert _why(data, gone).startswith("the pass's report is gone")
+    assert read_record(tmp_path / "none.json") == (None, "no verification on record")
+    (tmp_path / "bad.json").write_text('{"verdict": "pass"}')
+    record, why = read_record(tmp_path / "bad.json")
+    assert record is None and why.startswith(f"the record {tmp_path / 'bad.json'} is unreadable")
+
+
+def test_main_names_a_pass_that_holds_and_force_measures(tmp_path, capsys):
+    import json
+
+    from gpufleet.verify.campaign import main
+
+    data = _config()
+    config, last, out = tmp_path / "config.json", tmp_path / "last.json", tmp_path / "run2"
+    config.write_text(json.dumps(data))
+    record = _passed(tmp_path, data)
+    last.write_text(json.dumps(record))
+    argv = ["--config", str(config), "--out", str(out), "--last", str(last)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"unchanged since {record['finished_at']}: {record['line']}"
+    assert printed[-1] == f"folder: {record['folder']}" and not out.exists()
+    # Forced, it measures: the record is dropped first (no Slurm here: the run cannot start).
+    assert main([*argv, "--force"]) == 2
+    assert "measuring: asked to measure (--force)" in capsys.readouterr().out
+    assert not last.exists() and (out / "progress.log").is_file()

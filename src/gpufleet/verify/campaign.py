@@ -22,6 +22,14 @@ SSH copies. Steps:
 5. The report (report.html, report.json, junit.xml, gpufleet_verify.prom) and summary.json
    are written to --out; the last line printed is the one-line verdict.
 
+With --last (site.yml's use), a passing run is recorded there with its fingerprint: the
+config (every node, threshold and launch setting), each node's state as the playbook read it
+(boot, kernel, version locks) and this package's own code and threshold packs. The next run
+that finds the same fingerprint, a pass younger than reverify_after_hours and no passive
+problem measures nothing: it names that pass and its folder ("unchanged since ..."), so a
+re-run of site.yml on a live cluster does not reserve every GPU node for a burn-in. --force
+(`gpufleet verify run`) always measures.
+
 Exit codes: 0 pass or warn, 1 fail (nodes drained), 2 the phase could not run (bad config,
 no Slurm). On the controller it needs pydantic, PyYAML and Jinja2 (roles/cluster_verify
 installs them into /opt/gpufleet/verify-driver).
@@ -30,6 +38,7 @@ installs them into /opt/gpufleet/verify-driver).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -97,6 +106,9 @@ class CampaignConfig:
     # srun clients at once on the controller (each a process of about 10 MB): a round's tests
     # run together up to this many, the rest as those finish.
     max_parallel: int = 512
+    # A passing verification holds this long for a run that finds nothing changed (--last);
+    # 0: every run measures.
+    reverify_after_hours: float = 168.0
 
 
 def _number(
@@ -164,6 +176,7 @@ def config_from(data: Mapping[str, Any], where: str = "config") -> CampaignConfi
     burnin_s = _number(launch_data, "burnin_seconds", 600.0, problems, 1.0) or 600.0
     timeout = _number(data, "step_timeout_s", 3600.0, problems, 10.0) or 3600.0
     parallel = _number(data, "max_parallel", 512, problems, 1, 8192) or 512
+    reverify = _number(data, "reverify_after_hours", 168.0, problems, 0.0, 24.0 * 366)
     if problems:
         raise UserError(problems, title=f"{where}: the verification phase cannot start:")
     launch = Launch(
@@ -199,6 +212,7 @@ def config_from(data: Mapping[str, Any], where: str = "config") -> CampaignConfi
         step_timeout_s=timeout,
         textfile=str(data.get("textfile") or ""),
         max_parallel=int(parallel),
+        reverify_after_hours=168.0 if reverify is None else reverify,
     )
 
 
@@ -745,11 +759,102 @@ def run_campaign(cfg: CampaignConfig, slurm: Slurm, out: Path, say: Say) -> dict
     return summary
 
 
+# ----------------------------------------------------------------- a pass that still holds
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def fingerprint(data: Mapping[str, Any]) -> str:
+    """What a pass vouches for: the campaign's config as the playbook wrote it, except the passive
+    findings (judged on every run), with each node's state (`node_state`: boot, kernel, version
+    locks), and the code and threshold packs of this package that judged it."""
+    digest = hashlib.sha256()
+    basis = {k: v for k, v in data.items() if k != "passive"}
+    digest.update(json.dumps(basis, sort_keys=True, default=str).encode())
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The last run's record (--last) and, when there is none to use, why."""
+    if not path.is_file():
+        return None, "no verification on record"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        for key in ("fingerprint", "verdict", "line", "finished_at", "folder"):
+            if not isinstance(record.get(key), str):
+                raise ValueError(f"no {key}")
+        datetime.strptime(record["finished_at"], "%Y-%m-%dT%H:%M:%SZ")
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        return None, f"the record {path} is unreadable ({err})"
+    return record, ""
+
+
+def why_measure(
+    cfg: CampaignConfig,
+    record: dict[str, Any] | None,
+    no_record: str,
+    digest: str,
+    now: datetime,
+) -> str | None:
+    """None when the recorded pass still holds (nothing to measure); otherwise why this run
+    measures. A pass holds while nothing it vouched for changed, it is younger than
+    reverify_after_hours, no passive check finds a problem and its report is still there."""
+    if cfg.reverify_after_hours == 0:
+        return "reverify_after_hours is 0: every run measures"
+    if record is None:
+        return no_record
+    if record["verdict"] != Status.PASS.value:
+        return f"the last verification ({record['finished_at']}) did not pass: {record['line']}"
+    if record["fingerprint"] != digest:
+        return (
+            f"changed since the pass of {record['finished_at']}: the GPU nodes, a boot, "
+            "kernel or version lock, the phase's settings or gpufleet's verification code"
+        )
+    finished = datetime.strptime(record["finished_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    hours = (now - finished).total_seconds() / 3600
+    if not 0 <= hours < cfg.reverify_after_hours:
+        return (f"the pass of {record['finished_at']} is {hours:.0f} h old "
+                f"(reverify_after_hours: {cfg.reverify_after_hours:g})")  # fmt: skip
+    if cfg.passive:
+        return f"passive checks found problems on {', '.join(sorted(cfg.passive))}"
+    if not (Path(record["folder"]) / "summary.json").is_file():
+        return f"the pass's report is gone ({record['folder']})"
+    return None
+
+
+def write_record(path: Path, summary: Mapping[str, Any], digest: str, out: Path) -> None:
+    record = {
+        "fingerprint": digest,
+        "verdict": summary["verdict"],
+        "line": summary["line"],
+        "finished_at": summary["finished_at"],
+        "folder": str(out),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m gpufleet.verify.campaign",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--config", required=True, help="campaign config (JSON)")
     parser.add_argument("--out", required=True, help="folder for the report and the logs")
+    parser.add_argument(
+        "--last",
+        help="the record of the last run: a pass that still holds is named, not measured "
+        "again; this run's result is recorded there",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="measure even when the last pass still holds"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     progress = out / "progress.log"
@@ -761,10 +866,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stamp} {text}", flush=True)
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
         data = json.loads(Path(args.config).read_text(encoding="utf-8"))
         cfg = config_from(data, args.config)
+        digest = ""
+        why: str | None = "asked to measure (--force)"
+        if args.last:
+            digest = fingerprint(data)
+            record, no_record = read_record(Path(args.last))
+            if not args.force:
+                why = why_measure(cfg, record, no_record, digest, datetime.now(UTC))
+            if why is None and record is not None:
+                print(f"unchanged since {record['finished_at']}: {record['line']}")
+                print("nothing it vouched for changed (GPU nodes, boots, kernels, version locks, "
+                      "settings, gpufleet's verification code); `gpufleet verify run` measures "
+                      "again")  # fmt: skip
+                print(f"report: {Path(record['folder']) / 'report.html'}")
+                print(f"folder: {record['folder']}")
+                return 0
+        out.mkdir(parents=True, exist_ok=True)
+        if args.last:
+            # A run that stops halfway leaves no pass behind to be trusted.
+            Path(args.last).unlink(missing_ok=True)
+            say(f"measuring: {why}")
         summary = run_campaign(cfg, Slurm(cfg.step_timeout_s), out, say)
+        if args.last:
+            write_record(Path(args.last), summary, digest, out)
     except (OSError, json.JSONDecodeError) as err:
         print(f"error: {args.config}: {err}", file=sys.stderr)
         return 2
@@ -772,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err.render(), file=sys.stderr)
         return 2
     say(f"report: {out / 'report.html'}")
+    print(f"folder: {out}")
     say(summary["line"])
     return 1 if summary["verdict"] == "fail" else 0
 
