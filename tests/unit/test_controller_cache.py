@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 PROBE = Path(__file__).with_name("jinja_cache_probe.py")
+REPO = Path(__file__).resolve().parents[2]
 
 CASES = [
     ("template", "{{ nodes | select('match', 'gpu') | list }}"),
@@ -195,3 +196,144 @@ def test_mitogen_gets_the_collections_listed_once(cache_env):
 def test_the_cache_can_be_switched_off(cache_env):
     _probe({**cache_env, "GPUFLEET_JINJA_CACHE": "off"})
     assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).exists()
+
+
+# Skipped in the controller: a constructed play on two local hosts. The filter `where` notes the
+# process that evaluates each conditional (a worker's parent is the controller).
+WHERE = """
+import os
+def where(value, path):
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()} {os.getppid()}\\n")
+    return value
+class FilterModule:
+    def filters(self):
+        return {"where": where}
+"""
+PLAY = """
+- hosts: a,b
+  gather_facts: false
+  connection: local
+  vars: {flag: false, notes: NOTES}
+  tasks:
+    - name: Skipped everywhere, registered
+      ansible.builtin.command: echo never
+      when: flag | where(notes)
+      register: skipped
+    - name: Skipped with no_log
+      ansible.builtin.command: echo secret
+      when: flag
+      no_log: true
+      register: quiet
+    - name: Skipped include
+      ansible.builtin.include_tasks: absent.yml
+      when: flag
+    - name: Runs on b only
+      ansible.builtin.set_fact:
+        ran: "{{ inventory_hostname | where(notes) }}"
+      when: inventory_hostname == 'b'
+    - name: Included
+      ansible.builtin.include_tasks: included.yml
+    - name: An assert that fails on a, rescued
+      block:
+        - name: Require b
+          ansible.builtin.assert:
+            that: inventory_hostname | where(notes) == 'b'
+            fail_msg: "{{ inventory_hostname }} is not b"
+      rescue:
+        - name: Keep the failure
+          ansible.builtin.set_fact:
+            failure: "{{ ansible_failed_result.msg }}"
+    - name: Show a variable
+      ansible.builtin.debug:
+        var: included_fact
+    - name: What the tasks registered
+      ansible.builtin.copy:
+        content: >-
+          {{ {'skipped': skipped, 'quiet': quiet, 'ran': ran | default(false),
+              'included': included_fact, 'failure': failure | default('')} | to_json }}
+        dest: "{{ notes }}-{{ inventory_hostname }}.json"
+        mode: "0644"
+    - name: An undefined variable in a conditional fails as before
+      ansible.builtin.debug:
+        msg: never
+      when: no_such_variable
+"""
+INCLUDED = """
+- name: Set a fact from an included file
+  ansible.builtin.set_fact:
+    included_fact: "{{ inventory_hostname | upper }}"
+"""
+
+
+def _play(tmp_path: Path, mode: str, strategy: str) -> tuple[subprocess.Popen, str, Path]:
+    folder = tmp_path / f"{mode}-{strategy}"
+    (folder / "filter").mkdir(parents=True)
+    (folder / "filter" / "where.py").write_text(WHERE)
+    notes = folder / "notes"
+    (folder / "play.yml").write_text(PLAY.replace("NOTES", str(notes)))
+    (folder / "included.yml").write_text(INCLUDED)
+    python = sys.executable
+    (folder / "hosts").write_text(f"a ansible_python_interpreter={python}\n"
+                                  f"b ansible_python_interpreter={python}\n")  # fmt: skip
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "GPUFLEET_CONTROLLER_TASKS": mode, "ANSIBLE_STRATEGY": strategy,
+           "ANSIBLE_FILTER_PLUGINS": str(folder / "filter"),
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "plugins/callback"),
+           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(folder / "facts")}  # fmt: skip
+    ansible = str(Path(python).with_name("ansible-playbook"))
+    proc = subprocess.Popen([ansible, "-i", str(folder / "hosts"), str(folder / "play.yml")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    out, _ = proc.communicate(timeout=180)
+    return proc, out, notes
+
+
+@pytest.mark.parametrize("strategy", ["linear", "mitogen_linear"])
+def test_tasks_that_need_no_node_run_in_the_controller_with_the_workers_result(tmp_path, strategy):
+    results = {}
+    for mode in ("off", "on"):
+        proc, out, notes_path = _play(tmp_path, mode, strategy)
+        notes = notes_path.read_text().splitlines()
+        assert proc.returncode == 2 and "'no_such_variable' is undefined" in out, out[-3000:]
+        assert "fatal: [a]" in out and "fatal: [b]" in out, out[-3000:]
+        recap = [line.split(":", 1)[1].split() for line in out.splitlines()
+                 if line.startswith(("a   ", "b   "))]  # fmt: skip
+        assert recap == [
+            [
+                "ok=5",
+                "changed=1",
+                "unreachable=0",
+                "failed=1",
+                "skipped=4",
+                "rescued=1",
+                "ignored=0",
+            ],
+            [
+                "ok=6",
+                "changed=1",
+                "unreachable=0",
+                "failed=1",
+                "skipped=3",
+                "rescued=0",
+                "ignored=0",
+            ],
+        ], out
+        assert '"included_fact": "A"' in out and '"included_fact": "B"' in out, out
+        # Who evaluated the conditional, set_fact and assert: workers (their parent is
+        # ansible-playbook), or ansible-playbook itself.
+        evaluated_by = {"worker" if f" {proc.pid}" in n else "controller" if n.startswith(
+            f"{proc.pid} ") else n for n in notes}  # fmt: skip
+        assert evaluated_by == {"worker" if mode == "off" else "controller"}, (notes, proc.pid)
+        results[mode] = [json.loads(Path(f"{notes_path}-{h}.json").read_text()) for h in "ab"]
+    assert results["on"] == results["off"]
+    assert results["on"][0]["skipped"] == {
+        "changed": False,
+        "false_condition": "flag | where(notes)",
+        "skip_reason": "Conditional result was False",
+        "skipped": True,
+    }
+    assert [r["ran"] for r in results["on"]] == [False, "b"]
+    assert [r["included"] for r in results["on"]] == ["A", "B"]
+    assert [r["failure"] for r in results["on"]] == ["a is not b", ""]
