@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jinja2
@@ -236,6 +237,11 @@ _CONTROLLER_ACTIONS = frozenset(
 ) | {"gpufleet_known_vars"}
 
 
+# A task the controller took longer than this on goes to workers for its remaining hosts.
+_SLOW_S = 0.05
+_SLOW_TASKS: set[str] = set()
+
+
 class _WouldRun(BaseException):
     """The task's conditional holds: it runs in a worker, as always. A BaseException, so that
     TaskExecutor, which turns every Exception into a failed result, lets it through."""
@@ -257,9 +263,13 @@ def _in_controller(strategy, host, task, task_vars, play_context) -> bool:
       fail, debug, set_fact, argument specs, gpufleet_known_vars): the executor runs whole.
       Its connection object is created, as in a worker, and never connected.
 
-    Tasks that loop or are delegated (their variables come from elsewhere) go to a worker.
+    Tasks that loop or are delegated (their variables come from elsewhere), retry, run async
+    or have a timeout go to a worker. So do a task's remaining hosts once the controller took
+    longer than _SLOW_S on one of them (a slow lookup in a set_fact, say): workers run them in
+    parallel, the controller one at a time.
     """
-    if task.loop is not None or task.loop_with or task.delegate_to is not None:
+    if (task.loop is not None or task.loop_with or task.delegate_to is not None or task.until
+            or task.async_val or task.timeout or task._uuid in _SLOW_TASKS):  # fmt: skip
         return False
     whole = task.action in _CONTROLLER_ACTIONS
     if not whole and not task.when:
@@ -283,8 +293,13 @@ def _in_controller(strategy, host, task, task_vars, play_context) -> bool:
         executor = TaskExecutor(host, probe, dict(task_vars), play_context, strategy._loader,
                                 get_plugin_loader_namespace(), strategy._final_q,
                                 strategy._variable_manager)  # fmt: skip
-        with _task.TaskContext(probe):
-            result = executor.run()
+        started = time.monotonic()
+        try:
+            with _task.TaskContext(probe):
+                result = executor.run()
+        finally:
+            if time.monotonic() - started > _SLOW_S:
+                _SLOW_TASKS.add(task._uuid)
     except (_WouldRun, Exception):  # the worker runs it, or reports the error as always
         return False
     if not whole and not result.get("skipped"):  # failed before the conditional: the worker

@@ -206,9 +206,12 @@ def where(value, path):
     with open(path, "a") as f:
         f.write(f"{os.getpid()} {os.getppid()}\\n")
     return value
+def slowly(value):
+    __import__("time").sleep(0.2)
+    return value
 class FilterModule:
     def filters(self):
-        return {"where": where}
+        return {"where": where, "slowly": slowly}
 """
 PLAY = """
 - hosts: a,b
@@ -247,6 +250,9 @@ PLAY = """
     - name: Show a variable
       ansible.builtin.debug:
         var: included_fact
+    - name: A slow set_fact, given to workers after its first host
+      ansible.builtin.set_fact:
+        slow: "{{ inventory_hostname | slowly | where(notes ~ '.slow') }}"
     - name: What the tasks registered
       ansible.builtin.copy:
         content: >-
@@ -302,7 +308,7 @@ def test_tasks_that_need_no_node_run_in_the_controller_with_the_workers_result(t
                  if line.startswith(("a   ", "b   "))]  # fmt: skip
         assert recap == [
             [
-                "ok=5",
+                "ok=6",
                 "changed=1",
                 "unreachable=0",
                 "failed=1",
@@ -311,7 +317,7 @@ def test_tasks_that_need_no_node_run_in_the_controller_with_the_workers_result(t
                 "ignored=0",
             ],
             [
-                "ok=6",
+                "ok=7",
                 "changed=1",
                 "unreachable=0",
                 "failed=1",
@@ -326,6 +332,9 @@ def test_tasks_that_need_no_node_run_in_the_controller_with_the_workers_result(t
         evaluated_by = {"worker" if f" {proc.pid}" in n else "controller" if n.startswith(
             f"{proc.pid} ") else n for n in notes}  # fmt: skip
         assert evaluated_by == {"worker" if mode == "off" else "controller"}, (notes, proc.pid)
+        slow = Path(f"{notes_path}.slow").read_text().splitlines()
+        slow_by = ["worker" if f" {proc.pid}" in n else "controller" for n in slow]
+        assert slow_by == (["worker"] * 2 if mode == "off" else ["controller", "worker"]), slow
         results[mode] = [json.loads(Path(f"{notes_path}-{h}.json").read_text()) for h in "ab"]
     assert results["on"] == results["off"]
     assert results["on"][0]["skipped"] == {
