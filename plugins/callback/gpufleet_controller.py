@@ -280,7 +280,7 @@ def _in_controller(strategy, host, task, task_vars, play_context) -> bool:
     from ansible.plugins.loader import get_plugin_loader_namespace
 
     try:
-        probe = task.copy()
+        probe = task.copy(exclude_tasks=True)  # its parents, not their other tasks
         if not whole:
             holds = probe._resolve_conditional
 
