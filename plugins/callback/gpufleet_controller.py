@@ -274,11 +274,6 @@ def _in_controller(strategy, host, task, task_vars, play_context) -> bool:
     whole = task.action in _CONTROLLER_ACTIONS
     if not whole and not task.when:
         return False
-    from ansible._internal import _task
-    from ansible.executor import task_result
-    from ansible.executor.task_executor import TaskExecutor
-    from ansible.plugins.loader import get_plugin_loader_namespace
-
     try:
         probe = task.copy(exclude_tasks=True)  # its parents, not their other tasks
         if not whole:
@@ -332,7 +327,16 @@ def _install_in_controller() -> None:
 
 if _jinja_bits is not None and (_root := _cache_dir()) is not None:
     _install_code_cache(_CodeCache(_root))
-if os.environ.get("GPUFLEET_CONTROLLER_TASKS", "on").lower() not in ("off", "0", "false", "no"):
+try:  # the executor internals of ansible-core 2.19 (constraints.txt pins it)
+    from ansible._internal import _task
+    from ansible.executor import task_result
+    from ansible.executor.task_executor import TaskExecutor
+    from ansible.plugins.loader import get_plugin_loader_namespace
+except ImportError:  # another core: every host-task goes to a worker, as Ansible does
+    _task = None
+if _task is not None and os.environ.get("GPUFLEET_CONTROLLER_TASKS", "on").lower() not in (
+    "off", "0", "false", "no",
+):  # fmt: skip
     _install_in_controller()
 
 

@@ -389,8 +389,9 @@ def run_cmd(site: Path = _RUN_SITE, limit: str | None = _RUN_LIMIT) -> None:
         converge(directory, "playbooks/verify.yml", extravars=FORCE, limit=limit)
     else:
         repo = repo_root()
-        argv = ["ansible-playbook", "-i", str(directory / "hosts.yml"), "-e",
-                "gpufleet_verify_force=true", str(repo / "playbooks" / "verify.yml")]  # fmt: skip
+        force = [f"{name}={value}" for name, value in FORCE.items()]
+        argv = ["ansible-playbook", "-i", str(directory / "hosts.yml"), "-e", *force,
+                str(repo / "playbooks" / "verify.yml")]  # fmt: skip
         if limit:
             argv += ["--limit", limit]
         subprocess.run(argv, check=False, cwd=repo)
