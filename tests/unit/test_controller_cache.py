@@ -181,7 +181,7 @@ def test_mitogen_gets_the_collections_listed_once(cache_env):
     """Mitogen lists every installed collection for each worker's first collection module; the
     plugin lists them once (in the controller, before the forks) and gives every invocation
     the same folders Mitogen's own listing gives."""
-    plugin = Path(__file__).resolve().parents[2] / "plugins/callback/gpufleet_controller.py"
+    plugin = REPO / "plugins/callback/gpufleet_controller.py"
     proc = subprocess.run(
         [sys.executable, "-c", MITOGEN_PROBE, str(plugin)],
         env={**os.environ, **cache_env}, capture_output=True, text=True, check=False, timeout=120,
@@ -198,8 +198,8 @@ def test_the_cache_can_be_switched_off(cache_env):
     assert not Path(cache_env["GPUFLEET_JINJA_CACHE_DIR"]).exists()
 
 
-# Skipped in the controller: a constructed play on two local hosts. The filter `where` notes the
-# process that evaluates each conditional (a worker's parent is the controller).
+# Host-tasks run in the controller: a constructed play on two local hosts. The filter `where`
+# notes the process that evaluates each expression (a worker's parent is the controller).
 WHERE = """
 import os
 def where(value, path):
