@@ -540,6 +540,39 @@ def serving_secrets(lab: Lab, cluster: Cluster) -> dict[str, str]:
     return out
 
 
+# AIDE on one GPU node and one head node of the lab unless GPUFLEET_LAB_AIDE=all.
+LAB_AIDE_NODES = (
+    "((groups['gpu_nodes'] | default([]))[:1] + (groups['head_nodes'] | default([]))[:1])"
+)
+
+
+def lab_aide_vars() -> str:
+    """The lab's AIDE setting for lab-connection.yml, from GPUFLEET_LAB_AIDE (unset or `all`).
+
+    Every node pays AIDE's setup once: about 25 s of CPU for the aide-common package (it
+    registers its 219 rule snippets with ucf, one shell script run each) and for the first
+    database. Real nodes pay it on their own cores; the lab's nodes share the lab host's,
+    where seven of them made AIDE a third of the first converge. So the lab keeps AIDE on
+    the first GPU node and the first head node, and every other part of the hardening on
+    every node."""
+    value = os.environ.get("GPUFLEET_LAB_AIDE", "")
+    if value == "all":
+        return "# GPUFLEET_LAB_AIDE=all: AIDE on every lab node, as on real nodes.\n"
+    if value:
+        raise UserError(
+            f"GPUFLEET_LAB_AIDE={value!r}: the only value is 'all' (AIDE on every "
+            "lab node); unset, the lab runs AIDE on its first GPU and head node"
+        )
+    return (
+        "# AIDE (hardening_os) on the first GPU node and the first head node only: its setup\n"
+        "# (the aide-common package's ucf registrations, the first database) costs every\n"
+        "# node about 25 s of CPU, which real nodes pay on their own cores and the lab's\n"
+        "# nodes on the lab host's shared ones. Every other hardening setting is on every\n"
+        "# node. GPUFLEET_LAB_AIDE=all at `gpufleet lab up` puts AIDE on every node.\n"
+        f'hardening_os_aide_enabled: "{{{{ inventory_hostname in {LAB_AIDE_NODES} }}}}"\n'
+    )
+
+
 def connection_vars(lab: Lab, pubkey: str, gpu_nodes: list[str] | None = None,
                     serving: dict[str, str] | None = None) -> str:  # fmt: skip
     replayed = "".join(f"  {n}: {LAB_REPLAY_GPUS}\n" for n in gpu_nodes or [])
@@ -653,6 +686,7 @@ def ssh(
 def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, Any]:
     """Networks, nodes, BMCs; then (power_on) power on, install and check SSH."""
     lab, cluster = open_lab(site)
+    aide = lab_aide_vars()  # a bad GPUFLEET_LAB_AIDE stops here, before anything is made
     if not pm.image_exists(NODE_IMAGE):
         raise UserError(f"the node image {NODE_IMAGE} is missing: run scripts/bootstrap image")
     lab.state_dir.mkdir(parents=True, exist_ok=True)
@@ -690,7 +724,7 @@ def up(site: str | Path, say: Say = print, power_on: bool = True) -> dict[str, A
     gpu_nodes = [n.name for n in cluster.nodes if n.role == "gpu"]
     serving = serving_secrets(lab, cluster) if cluster.serving.models else None
     connection = lab.site_dir / CONNECTION_FILE
-    connection.write_text(connection_vars(lab, pubkey, gpu_nodes, serving))
+    connection.write_text(connection_vars(lab, pubkey, gpu_nodes, serving) + aide)
     connection.chmod(0o600)
 
     def check_ssh(node: Node) -> None:
