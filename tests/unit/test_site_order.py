@@ -15,6 +15,7 @@ import yaml
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook import Playbook
+from ansible.playbook.block import Block
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 from ansible.vars.manager import VariableManager
@@ -40,11 +41,18 @@ def _plays(inventory: str) -> tuple[list, VariableManager]:
 
 
 def _tasks(play) -> list:
-    out = []
-    for block in play.compile():
-        # compile() adds the implicit handler flushes (meta tasks)
-        out.extend(t for t in block.block + block.rescue + block.always if t.action != "meta")
-    return out
+    """Every task of the play, blocks of roles and of blocks flattened."""
+
+    def flat(items: list) -> list:
+        out = []
+        for item in items:
+            if isinstance(item, Block):
+                out.extend(flat(item.block + item.rescue + item.always))
+            elif item.action != "meta":  # compile() adds the implicit handler flushes
+                out.append(item)
+        return out
+
+    return flat(play.compile())
 
 
 def _includes_role(play, role: str) -> list[dict]:
@@ -66,17 +74,37 @@ def test_aide_baseline_follows_every_phase_and_the_verdict_follows_the_baseline(
     assert any(n.startswith("Verify | burn-in") for n in names[:at]), names
     baseline = _includes_role(plays[at], "hardening_os")
     assert [a.get("tasks_from") for a in baseline] == ["aide_init.yml"]
-    # The hardening phase leaves the database to it; the verify phase leaves the verdict.
-    for play in plays:
+    # The hardening phase leaves the database to it. The verdict is one play
+    # (playbooks/verify-verdict.yml): verify.yml's copy of it is deferred, the last one is not.
+    for play in plays[:at]:
         if play.get_name().startswith(("Harden", "Hardening")):
             assert play.vars.get("hardening_os_aide_init") is False, play.get_name()
-        if play.get_name().startswith("Verify | burn-in"):
-            assert play.vars.get("gpufleet_verify_defer_verdict") is True
-            fail = [t for t in _tasks(play) if t.action == "ansible.builtin.fail"]
-            assert fail and any("gpufleet_verify_defer_verdict" in str(w) for w in fail[0].when)
-    verdict = _tasks(plays[-1])
-    assert [t.action for t in verdict] == ["ansible.builtin.fail"]
-    assert any("'fail'" in w for w in verdict[0].when)
+        if play.get_name().startswith("Verify"):
+            assert play.vars.get("gpufleet_verify_defer_verdict") is True, play.get_name()
+    verdicts = [p for p in plays if p.get_name() == "Verify | the verdict"]
+    assert len(verdicts) == 2 and verdicts[-1] is plays[-1]
+    assert "gpufleet_verify_defer_verdict" not in plays[-1].vars
+    fail = _tasks(plays[-1])
+    assert [t.action for t in fail] == ["ansible.builtin.fail"]
+    assert "not (gpufleet_verify_defer_verdict | default(false))" in fail[0].when
+    assert any("'fail'" in w for w in fail[0].when)
+    # No other play fails on the verdict.
+    others = [t for p in plays[:-1] if p is not verdicts[0] for t in _tasks(p)
+              if t.action == "ansible.builtin.fail"
+              and "gpufleet_verify_summary" in str(t.args.get("msg", ""))]  # fmt: skip
+    assert others == []
+
+
+def test_verify_alone_ends_with_the_verdict_it_does_not_defer():
+    """playbooks/verify.yml by itself (`gpufleet verify run`) fails on a FAIL verdict."""
+    playbook = Playbook.load(
+        str(REPO / "playbooks/verify.yml"),
+        loader=DataLoader(),
+        variable_manager=_plays(str(REPO / "inventories/lab/hosts.yml"))[1],
+    )
+    plays = playbook.get_plays()
+    assert plays[-1].get_name() == "Verify | the verdict"
+    assert not any("gpufleet_verify_defer_verdict" in p.vars for p in plays)
 
 
 def test_the_role_alone_still_creates_the_database_at_its_end():
